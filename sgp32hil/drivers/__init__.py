@@ -1,0 +1,1 @@
+"""Everything that talks to real or simulated hardware: AT, APDU, ES10, virtual bench."""

@@ -1,0 +1,1 @@
+"""The virtual bench: software eUICC, vpcd card bridge, simulated modem."""

@@ -1,0 +1,1 @@
+"""Simulated cellular module on a pty with a network model."""
