@@ -73,3 +73,22 @@ def transceive(transport: ApduTransport, apdu: bytes, max_rounds: int = 64) -> R
             continue
         return Response(data, sw)
     raise TransportError(f"{transport.name}: more than {max_rounds} GET RESPONSE rounds for {apdu[:5].hex()}")
+
+
+@runtime_checkable
+class ChannelTransport(Protocol):
+    """A transport whose far end manages logical channels itself (27.007 +CCHO/+CGLA/+CCHC).
+
+    The ES10 client then skips MANAGE CHANNEL and SELECT and sends APDUs with the channel bits the
+    transport expects.
+    """
+
+    name: str
+
+    def open_channel(self, aid: bytes) -> int: ...
+
+    def close_channel(self, channel: int) -> None: ...
+
+    def transmit(self, apdu: bytes) -> bytes: ...
+
+    def close(self) -> None: ...
