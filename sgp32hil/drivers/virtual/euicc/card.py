@@ -103,6 +103,8 @@ class ResetKind(enum.Enum):
 
 
 class ClaType(enum.Enum):
+    """Interindustry (0x0n/0x4n, ISO/IEC 7816-4) or proprietary (0x8n/0xCn, ETSI / GlobalPlatform) class."""
+
     INTERINDUSTRY = "interindustry"
     PROPRIETARY = "proprietary"
 
@@ -356,17 +358,19 @@ class EuiccCard:
         return chunk + _sw(SW_OK)
 
     @staticmethod
-    def _require(cmd: Command, cla_type: ClaType | None, *, data: bool | None, le: bool | None) -> None:
+    def _require(cmd: Command, cla_type: ClaType | None, *, data: bool | None) -> None:
+        """6E00 for a class this instruction is not defined in, 6700 for a missing or unexpected data field.
+
+        Le on case 3/4 commands is not checked: under T=0 response data always comes by GET RESPONSE.
+        """
         if cla_type is not None and cmd.cla_type is not cla_type:
             raise _Reject(SW_CLA_NOT_SUPPORTED)
         if data is True and not cmd.data or data is False and cmd.data:
             raise _Reject(SW_WRONG_LENGTH)
-        if le is False and cmd.le not in (None, 0):
-            raise _Reject(SW_WRONG_LENGTH)
 
     def _manage_channel(self, cmd: Command, state: ChannelState) -> bytes:
         """MANAGE CHANNEL open (P1=00; P2=00 card assigns, P2=n given) / close (P1=80, P2=n)."""
-        self._require(cmd, ClaType.INTERINDUSTRY, data=False, le=None)
+        self._require(cmd, ClaType.INTERINDUSTRY, data=False)
         if cmd.p1 == 0x00:
             if cmd.p2 == 0x00:
                 free = next((n for n in range(1, self._channel_count) if n not in self._channels), None)
@@ -400,7 +404,7 @@ class EuiccCard:
 
     def _select(self, cmd: Command, state: ChannelState) -> bytes:
         """SELECT by DF name (P1=04); P2 occurrence first/only, response FCI/FCP (00/04) or none (0C)."""
-        self._require(cmd, ClaType.INTERINDUSTRY, data=None, le=False)
+        self._require(cmd, ClaType.INTERINDUSTRY, data=None)
         if cmd.p1 != 0x04:
             return _sw(SW_WRONG_P1P2)
         occurrence, response = cmd.p2 & 0x03, cmd.p2 & 0x0C
@@ -418,7 +422,7 @@ class EuiccCard:
 
     def _get_response(self, cmd: Command, state: ChannelState) -> bytes:
         """GET RESPONSE under CLA 0x0n/0x4n or 0x8n/0xCn: the data announced by the last 61xx."""
-        self._require(cmd, None, data=False, le=None)
+        self._require(cmd, None, data=False)
         if cmd.p1 or cmd.p2:
             return _sw(SW_WRONG_P1P2)
         if not state.pending:
@@ -429,7 +433,7 @@ class EuiccCard:
 
     def _terminal_capability(self, cmd: Command, state: ChannelState) -> bytes:
         """TERMINAL CAPABILITY: store the A9 terminal capability template for the ES10 layer."""
-        self._require(cmd, ClaType.PROPRIETARY, data=True, le=False)
+        self._require(cmd, ClaType.PROPRIETARY, data=True)
         if cmd.p1 or cmd.p2:
             return _sw(SW_WRONG_P1P2)
         if cmd.data[0] != 0xA9 or not ber_tlv_well_formed(cmd.data):
@@ -439,7 +443,7 @@ class EuiccCard:
 
     def _status(self, cmd: Command, state: ChannelState) -> bytes:
         """STATUS: P2=00 FCI of the selected application, 01 its AID (tag 84), 0C no data."""
-        self._require(cmd, ClaType.PROPRIETARY, data=False, le=None)
+        self._require(cmd, ClaType.PROPRIETARY, data=False)
         if cmd.p1 not in (0x00, 0x01, 0x02) or cmd.p2 not in (0x00, 0x01, 0x0C):
             return _sw(SW_WRONG_P1P2)
         if cmd.p2 == 0x0C:
@@ -451,7 +455,7 @@ class EuiccCard:
 
     def _store_data(self, cmd: Command, state: ChannelState) -> bytes:
         """STORE DATA: P1 b8 = last block, b7-b6 (encryption) must be 0; P2 = block number from 00."""
-        self._require(cmd, ClaType.PROPRIETARY, data=True, le=False)
+        self._require(cmd, ClaType.PROPRIETARY, data=True)
         if state.selected != ISD_R_AID:
             return _sw(SW_CONDITIONS)
         if cmd.p1 & 0x60:
