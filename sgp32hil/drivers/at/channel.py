@@ -235,18 +235,10 @@ def _next_terminator(data: bytes, start: int) -> int:
 
 
 def clean_line(raw: bytes) -> tuple[str, bool]:
-    """Decode a line; strip NUL/control bytes and map non-ASCII to ``\\xNN``.  Returns (text, had_garbage)."""
-    garbage = False
-    out = []
-    for b in raw:
-        if 0x20 <= b < 0x7F or b == 0x09:
-            out.append(chr(b))
-        elif b >= 0x80:
-            garbage = True
-            out.append(f"\\x{b:02x}")
-        else:
-            garbage = True
-    return "".join(out).strip(), garbage
+    """Decode a line keeping printable ASCII and TAB; NUL, control and non-ASCII bytes (line noise,
+    baud mismatch) are dropped.  Returns (text, had_garbage); the transcript keeps the raw bytes."""
+    kept = bytes(b for b in raw if 0x20 <= b < 0x7F or b == 0x09)
+    return kept.decode("ascii").strip(), len(kept) != len(raw)
 
 
 # --------------------------------------------------------------------------- URC routing
