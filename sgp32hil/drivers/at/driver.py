@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Pattern
 
 from . import parsers as P
-from .channel import AtChannel, UrcEvent
+from .channel import AtChannel, UrcEvent, default_expect
 from .errors import AtError, AtResponse, AtTimeout, PortGone
 from .port import PortIdentity
 from .profiles import VendorProfile, detect, load_profile
@@ -180,7 +180,8 @@ class Modem:
 
     def iccid(self) -> str:
         spec = self.profile.iccid
-        return P.ICCID_PARSERS[spec.parser](self.at(spec.command, bare_ok=True).lines)
+        expect = tuple(dict.fromkeys(p for p in (*default_expect(spec.command), spec.reply_prefix) if p))
+        return P.ICCID_PARSERS[spec.parser](self.at(spec.command, expect=expect).lines)
 
     # ------------------------------------------------------------------ functionality (§8.2)
 

@@ -75,6 +75,12 @@ class IccidSpec:
     reply: str
     pad_f: bool = False
 
+    @property
+    def reply_prefix(self) -> str | None:
+        """``+ICCID:`` for ``+ICCID: {iccid}``; None for a bare reply."""
+        m = re.match(r"^([+%#$^*][A-Za-z0-9_]+:)", self.reply)
+        return m.group(1) if m else None
+
 
 @dataclass(frozen=True)
 class ResetSpec:
