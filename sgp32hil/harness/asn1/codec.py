@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import asn1tools
+from asn1tools.codecs import ber as _asn1_ber
 from asn1tools.codecs import compiler as _asn1_compiler
 
 MODULE_DIR = Path(__file__).resolve().parent
@@ -29,6 +30,21 @@ _COMPILE_REVISION = "1"
 class Asn1Error(ValueError):
     """An ASN.1 value could not be encoded or decoded; the message names the type."""
 
+
+def _decode_object_identifier(data, offset, end_offset):
+    """X.690 8.19.4 with first arc 2 allowing a second arc >= 40 (asn1tools issue #194:
+    SGP.26 test SM-DP+ OIDs such as 2.999.10 decoded as 26.39.10)."""
+    if offset >= end_offset:
+        raise _asn1_ber.DecodeError("empty OBJECT IDENTIFIER", offset=offset)
+    first, offset = _asn1_ber.decode_object_identifier_subidentifier(data, offset)
+    arcs = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
+    while offset < end_offset:
+        arc, offset = _asn1_ber.decode_object_identifier_subidentifier(data, offset)
+        arcs.append(arc)
+    return ".".join(str(arc) for arc in arcs)
+
+
+_asn1_ber.decode_object_identifier = _decode_object_identifier
 
 _lock = threading.Lock()
 _spec = None
