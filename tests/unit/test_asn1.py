@@ -350,6 +350,37 @@ def test_profile_elements_round_trip():
     assert value["adf-usim"][0][1]["lcsi"] == b"\x05"  # TCA default, omitted in DER
 
 
+def test_x509_certificate_round_trip():
+    """RFC 5280 modules: a P-256 certificate with RSP-style extensions re-encodes identically."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CI")])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(datetime.datetime(2024, 1, 1)).not_valid_after(datetime.datetime(2060, 1, 1))
+        .add_extension(ski, False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
+        .add_extension(x509.CertificatePolicies(
+            [x509.PolicyInformation(x509.ObjectIdentifier("2.23.146.1.2.1.0"), None)]), True)
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    value = decode("Certificate", der)
+    assert encode("Certificate", value) == der
+    ext = {e["extnID"]: e["extnValue"] for e in value["tbsCertificate"]["extensions"]}
+    assert decode("SubjectKeyIdentifier", ext["2.5.29.14"]) == ski.digest
+    assert decode("AuthorityKeyIdentifier", ext["2.5.29.35"]) == {"keyIdentifier": ski.digest}
+    assert decode("CertificatePolicies", ext["2.5.29.32"]) == [{"policyIdentifier": "2.23.146.1.2.1.0"}]
+
+
 # Raw signed parts --------------------------------------------------------------
 
 def _euicc_info2_min() -> bytes:
@@ -357,7 +388,7 @@ def _euicc_info2_min() -> bytes:
 
 
 def test_euicc_signed1_is_exact_bytes_with_noncanonical_siblings():
-    signed1 = tlv("30", "80 01 01".replace(" ", ""), tlv("83", b"smdp.example"), tlv("84", bytes(16)),
+    signed1 = tlv("30", "800101", tlv("83", b"smdp.example"), tlv("84", bytes(16)),
                   _euicc_info2_min(),
                   tlv("A0", tlv("A1", tlv("80", b"AC"), tlv("A1", "800435290611", "A100"))))
     sig = bytes(range(1, 65))
