@@ -60,6 +60,8 @@ class Profile:
     apn: str = ""
     package: bytes = b""
     smdp_address: str = ""
+    preloaded: bool = False
+    fallback_allowed: bool | None = None
 
 
 @dataclass
@@ -87,6 +89,25 @@ class EimConfig:
     trusted_tls_key: bytes = b""
     supported_protocols: bytes = b""
     euicc_ci_pkid: bytes = b""
+    indirect_profile_download: bool = False
+
+
+@dataclass
+class RatOperator:
+    """OperatorId of a RAT rule (SGP.22 §2.9.2.2): MCC/MNC as 3 bytes (digit 'E' = wildcard), GID1/GID2."""
+
+    mcc_mnc: bytes
+    gid1: bytes = b""
+    gid2: bytes = b""
+
+
+@dataclass
+class RatRule:
+    """ProfilePolicyAuthorisationRule (SGP.22 §2.9.2.2): PPRs allowed for the listed operators."""
+
+    pprs: list[str]
+    allowed_operators: list[RatOperator] = field(default_factory=list)
+    consent_required: bool = False
 
 
 @dataclass
@@ -123,6 +144,7 @@ class EuiccState:
     rollback_iccid: str = ""
     fallback_active_from: str = ""
     extra_certs: dict[str, bytes] = field(default_factory=dict)
+    rat: list[RatRule] = field(default_factory=list)
 
     def profile(self, iccid: str) -> Profile | None:
         return next((p for p in self.profiles if p.iccid == iccid), None)
