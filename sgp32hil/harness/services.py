@@ -1,0 +1,175 @@
+"""Bring up what a bench needs and tear it down again: pcscd, software eUICCs, (later) modem, eIM, SM-DP+.
+
+Everything started here is a child process (or a thread of ours) stopped by its own PID/handle; a
+service that was already running (a system pcscd, a lab's reader) is used and left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PCSCD = "/usr/sbin/pcscd"
+PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
+VPCD_READERS = {35963: "Virtual PCD 00 00", 35964: "Virtual PCD 00 01"}
+
+
+class ServiceError(RuntimeError):
+    """A bench service could not be started; the message says which and why."""
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def pcscd_answering(path: str = PCSCD_SOCKET) -> bool:
+    """True when something accepts connections on pcscd's client socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def card_present(reader: str) -> bool:
+    from ..drivers.apdu.pcsc import list_readers
+
+    try:
+        return any(r.name == reader and r.card_present for r in list_readers())
+    except Exception:
+        return False
+
+
+@dataclass
+class Pcscd:
+    """pcscd for the vpcd readers: the running one, or our own (``--foreground``) stopped by PID."""
+
+    proc: subprocess.Popen | None = None
+
+    @classmethod
+    def ensure(cls, timeout: float = 10.0) -> "Pcscd":
+        if pcscd_answering():
+            return cls()
+        if not Path(PCSCD).exists():
+            raise ServiceError(f"{PCSCD} is not installed (Debian packages pcscd and vsmartcard-vpcd)")
+        if not _pcscd_process_running():
+            for stale in (PCSCD_SOCKET, "/run/pcscd/pcscd.pid"):
+                Path(stale).unlink(missing_ok=True)
+        proc = subprocess.Popen([PCSCD, "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: pcscd_answering() or proc.poll() is not None, timeout, "pcscd to start")
+        except TimeoutError:
+            _stop(proc)
+            raise ServiceError(f"pcscd did not open {PCSCD_SOCKET} within {timeout:.0f} s") from None
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace").strip()
+            raise ServiceError(f"pcscd exited with {proc.returncode}: {err or 'no message'}")
+        return cls(proc)
+
+    @property
+    def started_here(self) -> bool:
+        return self.proc is not None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+def _pcscd_process_running() -> bool:
+    try:
+        out = subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True, check=False)
+    except FileNotFoundError:
+        return False
+    return out.returncode == 0
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class SoftEuiccProcess:
+    """``sgp32-hil virtual euicc`` as a child process, inserted in a vpcd reader."""
+
+    state_dir: Path
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+    reader: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = VPCD_READERS.get(self.port, f"vpcd:{self.port}")
+
+    @classmethod
+    def start(
+        cls,
+        state_dir: Path,
+        *,
+        port: int = 35963,
+        pki_dir: Path | None = None,
+        eim_fqdn: str | None = None,
+        provision: Path | None = None,
+        log_dir: Path | None = None,
+        timeout: float = 20.0,
+    ) -> "SoftEuiccProcess":
+        reader = VPCD_READERS.get(port)
+        if reader and card_present(reader):
+            raise ServiceError(f"{reader!r} already holds a card: another software eUICC is using vpcd port {port}")
+        argv = [sys.executable, "-m", "sgp32hil.harness.cli", "virtual", "euicc", "--state", str(state_dir),
+                "--vpcd-port", str(port)]
+        if pki_dir:
+            argv += ["--pki", str(pki_dir)]
+        if eim_fqdn:
+            argv += ["--eim-fqdn", eim_fqdn]
+        if provision:
+            argv += ["--provision", str(provision)]
+        log_dir = Path(log_dir or state_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"soft-euicc-{port}.log"
+        log = open(log_path, "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        svc = cls(Path(state_dir), port, proc, log_path)
+        if reader:
+            try:
+                wait_until(lambda: card_present(reader) or proc.poll() is not None, timeout, f"a card in {reader!r}")
+            except TimeoutError:
+                svc.stop()
+                raise ServiceError(f"software eUICC not seen in {reader!r} within {timeout:.0f} s; log: {log_path}")
+            if proc.poll() is not None:
+                raise ServiceError(f"software eUICC exited with {proc.returncode}: {svc.log_tail()}")
+        return svc
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        if self.reader in VPCD_READERS.values():
+            try:
+                wait_until(lambda: not card_present(self.reader), 10.0, f"{self.reader!r} to see the card removed")
+            except TimeoutError:
+                pass
