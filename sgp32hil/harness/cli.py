@@ -68,12 +68,16 @@ def cmd_readers(args) -> int:
 
 def cmd_euicc_info(args) -> int:
     from ..drivers.apdu.pcsc import PcscTransport
-    from ..drivers.es10.client import Es10Client
+    from ..drivers.es10.client import Es10Client, Es10Error
     from ..drivers.es10.info import collect_info, format_info
 
     reader = int(args.reader) if args.reader.isdigit() else args.reader
-    with PcscTransport(reader) as transport, Es10Client(transport) as client:
-        info = collect_info(client)
+    try:
+        with PcscTransport(reader) as transport, Es10Client(transport) as client:
+            info = collect_info(client)
+    except Es10Error as exc:
+        print(f"sgp32-hil: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 
