@@ -44,7 +44,7 @@ CI_PKID = bytes.fromhex("F54172BDF98A95D65CBEB88A38A1C11D800A85C3")
 def _certificate(cn: str) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(7).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
             .sign(key, hashes.SHA256()))
@@ -570,3 +570,65 @@ def test_collect_info_on_a_consumer_euicc_reports_not_supported():
     assert info["euicc_info2"]["iot_specific_info"] is None and not info["euicc_info2"]["fallback_supported"]
     text = format_info(info)
     assert "not supported" in text and "not an IoT eUICC" in text
+
+
+# --- against the software eUICC (ES10 backend of sgp32hil.drivers.virtual.euicc) -------------------------
+
+
+@pytest.fixture(scope="module")
+def pkiset(tmp_path_factory):
+    from sgp32hil.harness import pki
+
+    return pki.generate(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def soft(tmp_path, pkiset):
+    from sgp32hil.drivers.virtual.euicc.service import in_process
+
+    euicc, transport = in_process(tmp_path / "state", pkiset)
+    with Es10Client(transport) as c:
+        yield euicc, c
+    transport.close()
+    euicc.close()
+
+
+def test_software_euicc_identity_info_and_certs(soft):
+    euicc, client = soft
+    assert client.get_eid() == euicc.eid
+    info2 = client.get_euicc_info2()
+    assert info2.is_sgp32 and info2.ipa_mode is not None
+    assert client.get_euicc_info1().ci_pkids_signing == info2.ci_pkids_signing
+    certs = client.get_certs()
+    assert certs.euicc_certificate == euicc.state.euicc_cert and certs.eum_certificate == euicc.state.eum_cert
+    (eim,) = client.get_eim_configuration_data()
+    assert eim.eim_fqdn and eim.eim_id
+    info = collect_info(client)
+    assert info["eid_valid"] and info["not_supported"] == {}
+
+
+def test_software_euicc_profile_and_notification_round_trip(soft):
+    euicc, client = soft
+    (boot,) = [p for p in client.get_profiles_info() if p.enabled]
+    assert boot.iccid == euicc.state.enabled_profile().iccid
+    client.set_nickname(boot.iccid, "bench 7")
+    assert client.get_profiles_info(iccid=boot.iccid)[0].nickname == "bench 7"
+    with pytest.raises(Es10Error) as err:
+        client.enable_profile(boot.iccid)
+    assert err.value.name == "profileNotInDisabledState"
+    client.disable_profile(boot.iccid, refresh=False)
+    assert client.get_profiles_info(iccid=boot.iccid)[0].state == "disabled"
+    pending = client.retrieve_notifications_list(events=["disable"])
+    assert [(n.event, n.iccid) for n in pending][-1] == ("notificationDisable", boot.iccid)
+    assert decode("SGP32-PendingNotification", pending[-1].der)[0] == pending[-1].kind
+    client.remove_notification_from_list(pending[-1].seq_number)
+    assert pending[-1].seq_number not in [m.seq_number for m in client.list_notification()]
+    trace = render_trace(client.trace())
+    assert "DisableProfile [BF32] SW 9000" in trace and "RemoveNotificationFromList [BF30]" in trace
+
+
+def test_typed_results_serialise_every_field(client):
+    certs = client.get_certs()
+    assert certs.to_dict() == {"eum_certificate": EUM_CERT.hex().upper(), "euicc_certificate": EUICC_CERT.hex().upper()}
+    (pending, _) = client.retrieve_notifications_list()
+    assert bytes.fromhex(pending.to_dict()["der"]) == pending.der

@@ -18,7 +18,8 @@ Errors:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ...harness.asn1 import Asn1Error, TlvError, parse_single
 from ...harness.asn1 import decode as asn1_decode
@@ -307,7 +308,7 @@ class Es10Client:
         """ES10b.RetrieveNotificationsList (SGP.22 §5.7.10, SGP.32 §5.9): the signed notifications, each
         with its exact DER.  Search by ``seq``, by ``events``, or (SGP.32) ``package_results`` for the
         stored EuiccPackageResults."""
-        if sum(x is not None and x is not False for x in (seq, events, package_results or None)) > 1:
+        if (seq is not None) + bool(events) + bool(package_results) > 1:
             raise ValueError("give at most one of seq, events, package_results")
         request: dict[str, Any] = {}
         if seq is not None:
@@ -327,8 +328,8 @@ class Es10Client:
             raise Es10Error("RetrieveNotificationsList", None, "malformedResponse", der=raw,
                             detail=f"{len(body)} decoded entries but {len(elements)} TLVs")
         if kind == "notificationList":
-            return [PendingNotification.from_asn1(n, e.raw) for n, e in zip(body, elements)]
-        return [PendingNotification.from_asn1(("euiccPackageResult", r), e.raw) for r, e in zip(body, elements)]
+            return [PendingNotification.from_asn1(n, e.raw) for n, e in zip(body, elements, strict=True)]
+        return [PendingNotification.from_asn1(("euiccPackageResult", r), e.raw) for r, e in zip(body, elements, strict=True)]
 
     def remove_notification_from_list(self, seq: int) -> None:
         """ES10b.RemoveNotificationFromList (SGP.22 §5.7.11); ``nothingToDelete`` raises :class:`Es10Error`."""
@@ -363,7 +364,7 @@ class Es10Client:
             raise Es10Error("GetEimConfigurationData", None, "malformedResponse", der=raw,
                             detail=f"{len(configs)} decoded entries but {len(elements)} TLVs")
         out = []
-        for config, element in zip(configs, elements):
+        for config, element in zip(configs, elements, strict=True):
             # [5]/[6] are explicit CHOICEs whose alternative (SPKI or Certificate) is implicitly tagged.
             spans = {tag_int(c): certificate_der(c.value) for c in element.children() if tag_int(c) in (0xA5, 0xA6)}
             out.append(EimConfiguration.from_asn1(config, spans))

@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ...harness.asn1 import Asn1Error, Tlv, TlvError, iter_tlvs, parse_tlv
 from ...harness.asn1 import decode as asn1_decode
@@ -228,7 +230,7 @@ def make_bitstring(numbers: Iterable[int]) -> tuple[bytes, int]:
 
 def to_jsonable(value: Any) -> Any:
     """asn1tools value -> JSON-able: bytes as uppercase hex, CHOICE ``(name, v)`` as ``{name: v}``,
-    BIT STRING ``(bytes, n)`` as a string of n ``0``/``1`` characters."""
+    BIT STRING ``(bytes, n)`` as a string of n ``0``/``1`` characters, times (X.509 validity) in ISO 8601."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex().upper()
     if isinstance(value, tuple) and len(value) == 2:
@@ -242,7 +244,11 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
-    return value
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 # --- decoded exchanges -------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from ...harness.asn1 import TlvError, iter_tlvs, parse_single
 from ...harness.asn1 import decode as asn1_decode
 from .decode import asn1_names, tag_int
 
-
 # --- value codings ----------------------------------------------------------------------------------
 
 
@@ -63,7 +62,7 @@ def _jsonable(value: Any) -> Any:
 
 class _Record:
     def to_dict(self) -> dict:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.repr}
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def _names(value, *path: str) -> tuple[str, ...]:
