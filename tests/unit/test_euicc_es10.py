@@ -527,7 +527,7 @@ def test_download_functions_without_session(card):
 
 def test_set_nickname(card):
     euicc, transport = card
-    command = tlv(0xBF29, iccid_tlv(ICCID2) + tlv(0x90, "Zweit".encode()))
+    command = tlv(0xBF29, iccid_tlv(ICCID2) + tlv(0x90, b"Zweit"))
     assert es10(transport, command, "SetNicknameResponse") == bytes.fromhex("BF2903800100")
     assert profiles(transport)[ICCID2]["profileNickname"] == "Zweit"
     assert_persisted(euicc)

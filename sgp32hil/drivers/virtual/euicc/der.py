@@ -8,8 +8,8 @@ are given as the integer of their identifier octets (``0xBF3E`` for ``[62]`` con
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 MAX_TAG_BYTES = 3
 MAX_LENGTH_BYTES = 3

@@ -1,14 +1,14 @@
 """Factory (as-manufactured) state of a software eUICC.
 
-What an EUM personalises before an IoT eUICC ships (SGP.22 §2.4, SGP.32 §2.4 / §3.5.1):
+What an EUM personalises before an IoT eUICC ships (SGP.22 §2.4, SGP.32 v1.2 eUICC architecture):
 
 - an EID inside the EUM's EIN range (SGP.29: 32 digits, ISO/IEC 7064 MOD 97-10 check digits) and its own
   eUICC key pair with CERT.EUICC.ECDSA issued by the EUM (SGP.22 §4.5.2.1), the EUM and CI certificates;
 - one enabled bootstrap profile. SGP.32 relies on a pre-installed profile for the device's first
   connectivity to the eIM; class ``provisioning`` profiles are limited to reaching SM-DP+/SM-DS (SGP.22
   §2.9.1) and could not reach an eIM, so the bootstrap profile is ``operational`` and carries the SGP.32
-  v1.2 Fallback Attribute (§2.4.2), which is what lets the device return to it;
-- one eIM configuration (SGP.32 §2.4.3 EimConfigurationData) with the eIM's public key and counter 0;
+  v1.2 Fallback Attribute, which is what lets the device return to it;
+- one eIM configuration (SGP.32 EimConfigurationData) with the eIM's public key and counter 0;
 - the Rules Authorisation Table (SGP.22 §2.9.2.2).
 """
 

@@ -1,4 +1,4 @@
-"""ES10a/b/c functions of the software eUICC's ISD-R (SGP.22 v2.5 §5.7, SGP.32 v1.2 §5.9).
+"""ES10a/b/c functions of the software eUICC's ISD-R (SGP.22 v2.5 §5.7, SGP.32 v1.2 ES10 additions).
 
 :class:`IsdR` is the :class:`~.card.Es10Backend` behind :class:`~.card.EuiccCard`: it receives one
 complete ES10 command (all STORE DATA blocks joined), dispatches on its top-level tag and answers with
@@ -19,8 +19,8 @@ import copy
 import logging
 import secrets
 import threading
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -307,7 +307,7 @@ class IsdR:
                 + tlv(0x83, unsigned(VOLATILE_FREE)))
 
     def get_euicc_info2(self, t: Tlv) -> bytes:
-        """GetEUICCInfo2 (SGP.22 §5.7.8 EUICCInfo2, SGP.32 §5.9.x SGP32-EUICCInfo2 with ipaMode [16]
+        """GetEUICCInfo2 (SGP.22 §5.7.8 EUICCInfo2, SGP.32 v1.2 SGP32-EUICCInfo2 with ipaMode [16]
         = ipad and iotSpecificInfo [20] = SGP.32 v1.2 with fallbackSupported)."""
         _expect_empty(t)
         free = NVM_BYTES - sum(PROFILE_FOOTPRINT + len(p.package) for p in self.state.profiles)
@@ -624,7 +624,7 @@ class IsdR:
     # SGP.32: eIM configuration and certificates
 
     def eim_configuration(self, e: EimConfig, *, with_token: bool = False) -> bytes:
-        """EimConfigurationData (SGP.32 §2.11.1.2) of a stored eIM."""
+        """EimConfigurationData (SGP.32 v1.2) of a stored eIM, without its associationToken."""
         parts = [tlv(0x80, e.eim_id.encode())]
         if e.eim_fqdn:
             parts.append(tlv(0x81, e.eim_fqdn.encode()))
@@ -648,7 +648,7 @@ class IsdR:
         return tlv(0x30, b"".join(parts))
 
     def get_eim_configuration_data(self, t: Tlv) -> bytes:
-        """GetEimConfigurationData (SGP.32 §5.9.18): all eIMs, or the one with searchCriteria eimId."""
+        """GetEimConfigurationData (SGP.32 v1.2 ES10b): all eIMs, or the one with searchCriteria eimId."""
         f = der.fields(t, [0xA0])
         eims = self.state.eims
         if 0xA0 in f:
@@ -716,7 +716,7 @@ class IsdR:
         return config
 
     def add_initial_eim(self, t: Tlv) -> bytes:
-        """AddInitialEim (SGP.32 §5.9.19): accepted only while no eIM is associated; each entry answers
+        """AddInitialEim (SGP.32 v1.2 ES10b): accepted only while no eIM is associated; each entry answers
         addOk (NULL) or, when associationToken [4] is present in the request, the token the eUICC assigns.
         Errors: insufficientMemory 1, associatedEimAlreadyExists 2, ciPKUnknown 3,
         counterValueOutOfRange 6, commandError 7."""
@@ -749,7 +749,7 @@ class IsdR:
         return tlv(0xBF57, tlv(0xA0, b"".join(answers)))
 
     def get_certs(self, t: Tlv) -> bytes:
-        """GetCerts (SGP.32 §5.9.20): eumCertificate [5] and euiccCertificate [6] of the chain for the
+        """GetCerts (SGP.32 v1.2 ES10b): eumCertificate [5] and euiccCertificate [6] of the chain for the
         requested CI PKId (invalidCiPKId 1 when the eUICC has none for it)."""
         f = der.fields(t, [0x80])
         if 0x80 in f and f[0x80].value not in self.ci_pkids_signing:
@@ -761,7 +761,7 @@ class IsdR:
     # ES10b: profile download (the download session comes with the SM-DP+ issue)
 
     def prepare_download(self, t: Tlv) -> bytes:
-        """PrepareDownload (SGP.22 §5.7.6) without an authenticated session: downloadResponseError
+        """PrepareDownload (SGP.22 §5.7.5) without an authenticated session: downloadResponseError
         {transactionId, noSessionContext 4}."""
         kids = t.children()
         if not kids or kids[0].tag != 0x30:

@@ -1,4 +1,4 @@
-"""Profile management notifications of the software eUICC (SGP.22 §2.6.7, §3.5; SGP.32 §2.9).
+"""Profile management notifications of the software eUICC (SGP.22 §2.6.7, §3.5).
 
 Every successful enable / disable / delete creates one ``OtherSignedNotification`` per notification
 address configured for that event in the profile metadata (NotificationConfigurationInformation). The
