@@ -506,6 +506,7 @@ def make_profile(
                 },
             )
         )
+    pad_ident = next(ident)
     aka = (
         "akaParameter",
         {
@@ -516,7 +517,6 @@ def make_profile(
             ),
         },
     )
-    pad_ident = next(ident)
     end = ("end", {"end-header": {"mandated": None, "identification": next(ident)}})
 
     der = _encode_pes(pes + [aka, end])
