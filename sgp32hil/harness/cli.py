@@ -82,6 +82,30 @@ def cmd_euicc_info(args) -> int:
     return 0
 
 
+# --- profile ---------------------------------------------------------------------------------------
+
+
+def cmd_profile_make(args) -> int:
+    import re
+
+    from . import saip
+
+    try:
+        der = saip.make_profile(args.iccid, args.imsi, apn=args.apn, name=args.name, spn=args.spn,
+                                key=args.key, opc=args.opc, mnc_len=args.mnc_len, pad_to=args.pad_to)
+    except (saip.ProfileError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", args.name).strip("-") or args.iccid
+    out = Path(args.out) if args.out else Path("fixtures/profiles") / f"{slug}.der"
+    if out.exists() and not args.force:
+        raise CliError(f"--out {out}: file exists (use --force to overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(der)
+    s = saip.read_profile(der)
+    print(f"{out}: {s.size} bytes, ICCID {s.iccid}, IMSI {s.imsi}, APN {s.apn or '-'}, PEs {' '.join(s.pe_types)}")
+    return 0
+
+
 # --- pki -------------------------------------------------------------------------------------------
 
 
@@ -114,6 +138,53 @@ def cmd_virtual_euicc(args) -> int:
     )
 
 
+# --- run -----------------------------------------------------------------------------------------------
+
+
+def cmd_run(args) -> int:
+    """Run a plan on a bench: start what it needs, one progress line per test, reports, summary."""
+    import time
+
+    import pytest
+
+    from . import bench as benchmod
+    from .plans import PlanError, load_plan, testplans_dir
+
+    tests = testplans_dir()
+    if not tests.is_dir():
+        raise CliError(f"conformance test modules not found at {tests} (run from a checkout of sgp32-hil)")
+    try:
+        load_plan(args.plan)
+        bench_path = Path(args.bench) if args.bench else benchmod.default_bench_path()
+        bench = benchmod.load_bench(bench_path)
+    except (PlanError, benchmod.BenchError) as exc:
+        raise CliError(str(exc)) from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.reports) / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    latest = Path(args.reports) / "latest"
+    if latest.is_symlink() or not latest.exists():
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(stamp)
+    slot = args.slot or bench.name
+    argv = [
+        str(tests), "-p", "no:cacheprovider", "-q", "--no-header", "-p", "no:randomly",
+        f"--bench={bench_path}", f"--plan={args.plan}", "--hil-progress", f"--hil-report-dir={out}",
+        f"--junitxml={out / f'junit-{slot}.xml'}", "-o", f"junit_suite_name={slot}",
+        f"--alluredir={out / 'allure-results'}", "--clean-alluredir",
+        "--rootdir", str(tests.parent), "-c", str(tests / "pytest.ini"),
+    ]
+    if args.keep_state:
+        argv.append("--keep-state")
+    if args.sgp32_version:
+        argv.append(f"--sgp32-version={args.sgp32_version}")
+    argv += args.pytest_args
+    print(f"sgp32-hil run: bench {bench.name} ({bench_path}), plan {args.plan}, reports in {out}")
+    rc = pytest.main(argv)
+    print(f"reports: {out} (matrix.html, matrix.md, metrics.json, junit-{slot}.xml, allure-results/)")
+    return 0 if rc == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sgp32-hil",
@@ -121,6 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'sgp32-hil COMMAND --help' for the options of a command.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sp = sub.add_parser(
+        "run",
+        help="run a conformance plan on a bench (default: the embedded virtual bench) and write reports",
+        description="Starts what the bench needs (pcscd, the software eUICC, ...), runs the plan's tests with one "
+        "progress line each, prints a summary table and writes reports/<timestamp>/: Allure results, JUnit, "
+        "metrics.json and the conformance matrix (matrix.html, matrix.md). Exit status 1 when a test fails.",
+    )
+    sp.add_argument("--bench", help="bench YAML file (default: fixtures/benches/virtual.yaml)")
+    sp.add_argument("--plan", default="nightly", help="smoke, nightly, certification, or a plan YAML file (default: nightly)")
+    sp.add_argument("--slot", help="slot name for the JUnit file (default: the bench name)")
+    sp.add_argument("--reports", default="reports", help="reports folder (default: ./reports)")
+    sp.add_argument("--sgp32-version", choices=["1.0", "1.2"], help="override the bench's SGP.32 version")
+    sp.add_argument("--keep-state", action="store_true", help="keep the virtual eUICC's state between runs")
+    sp.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG", help="extra pytest arguments (after --)")
+    sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("readers", help="list PC/SC readers and the cards in them")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -137,6 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reader", default="0", help="reader index or (part of its) name (default: 0)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_euicc_info)
+
+    profile = sub.add_parser("profile", help="TCA eUICC profile packages (unprotected SAIP DER)")
+    prsub = profile.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    sp = prsub.add_parser("make", help="build a USIM test profile package (TCA eUICC Profile Package v2.3.1, DER)")
+    sp.add_argument("--iccid", required=True, help="19/20-digit ICCID with Luhn check digit")
+    sp.add_argument("--imsi", required=True, help="IMSI, 6..15 digits (decides which simulated network accepts it)")
+    sp.add_argument("--apn", help="APN, written to EF-ACL of the opt-USIM")
+    sp.add_argument("--name", default="sgp32-hil test profile", help="profile name (ProfileHeader.profileType)")
+    sp.add_argument("--spn", default="sgp32-hil", help="service provider name for EF-SPN (max 16 characters)")
+    sp.add_argument("--key", help="Milenage K, 32 hex digits (default: random)")
+    sp.add_argument("--opc", help="Milenage OPc, 32 hex digits (default: random)")
+    sp.add_argument("--mnc-len", type=int, choices=(2, 3), default=2, help="MNC length for EF-AD (default: 2)")
+    sp.add_argument("--pad-to", type=int, metavar="BYTES", help="pad the package to at least BYTES (e.g. 10000)")
+    sp.add_argument("--out", help="output file (default: fixtures/profiles/NAME.der)")
+    sp.add_argument("--force", action="store_true", help="overwrite an existing file")
+    sp.set_defaults(func=cmd_profile_make)
 
     pki = sub.add_parser("pki", help="test PKI (CI, EUM, eUICC, DPauth/DPpb/DPtls, eIM)")
     psub = pki.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
