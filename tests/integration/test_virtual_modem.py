@@ -14,12 +14,12 @@ import time
 import pytest
 import serial
 
-from sgp32hil.drivers.apdu.base import ChannelTransport
+from sgp32hil.drivers.apdu.base import ChannelTransport, TransportError
 from sgp32hil.drivers.apdu.modem import CglaTransport, CsimTransport, ModemApduTransport
-from sgp32hil.drivers.at import AtChannel, AtTimeout, CmeError, Modem, Transcript, load_profile
+from sgp32hil.drivers.at import AtChannel, AtError, CmeError, Modem, Transcript, load_profile
 from sgp32hil.drivers.at.replay import MASK_CGLA_DATA, ReplayDivergence, ReplaySerial
 from sgp32hil.drivers.virtual.euicc.factory import BootstrapSpec, make_iccid
-from sgp32hil.drivers.virtual.modem.control import ControlClient
+from sgp32hil.drivers.virtual.modem.control import ControlClient, ControlError
 from sgp32hil.drivers.virtual.modem.machine import Timing
 from sgp32hil.drivers.virtual.modem.network import load_networks
 from sgp32hil.drivers.virtual.modem.service import DEFAULT_NETWORKS, open_soft_euicc_modem, with_apdu_quirks
@@ -280,7 +280,7 @@ def test_faults_hang_leak_and_channel_cap(sim):
         transport = ModemApduTransport(m, path="cgla")
         modem.fault("hang_cgla", count=1)
         client = transport.client()
-        with pytest.raises(Exception):
+        with pytest.raises(TransportError):
             with client:
                 client.get_eid()
         assert transport.leaked
@@ -317,7 +317,7 @@ def test_control_socket(sim, tmp_path):
         m.wait_for_urc("%XSIM: 1", 2, since=mark)
         ctl.call("fault", name="urc_storm", line="%MDMEV: PRACH CE-LEVEL 0", count=200, interval_s=0.0)
         assert m.at("AT+CGMI").lines == ("Nordic Semiconductor ASA",)
-        with pytest.raises(Exception):
+        with pytest.raises(ControlError):
             ctl.call("nonsense")
 
 
@@ -357,7 +357,7 @@ def test_replay_strict_and_lenient(sim, tmp_path):
 
     port, m = replay(False, masks=[MASK_CGLA_DATA])
     with m:
-        with pytest.raises(Exception):
+        with pytest.raises(AtError):
             m.at("AT+CGMR", timeout=0.5)
         m.init()
         assert port.divergences and port.divergences[0].got == "AT+CGMR"

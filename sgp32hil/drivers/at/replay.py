@@ -15,9 +15,10 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Pattern
+from re import Pattern
 
 import serial
 
@@ -212,11 +213,12 @@ class ReplaySerial:
         now = time.monotonic()
         out = bytearray()
         while self._pending and self._pending[0][0] <= now:
-            _, data = self._pending.pop(0)
-            if data == b"":
-                self._vanished = True
+            if self._pending[0][1] == b"":
+                if not out:
+                    self._pending.pop(0)
+                    self._vanished = True
                 break
-            out += data
+            out += self._pending.pop(0)[1]
         return bytes(out)
 
     @property

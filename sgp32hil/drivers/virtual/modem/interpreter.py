@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ...at.errors import CME_ERRORS
 from ...at.profiles import VendorProfile

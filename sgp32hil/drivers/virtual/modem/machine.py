@@ -15,9 +15,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
-from typing import Callable
+from enum import StrEnum
 
 from ...at.profiles import VendorProfile
 from .backend import Subscriber, SubscriberSource, UiccBackend
@@ -139,7 +139,7 @@ class Scheduler:
         self._thread = None
 
 
-class Uicc(str, Enum):
+class Uicc(StrEnum):
     ABSENT = "absent"
     OFF = "off"
     NOT_READY = "not ready"
@@ -218,7 +218,7 @@ class ModemMachine:
         subscriber_source: SubscriberSource | None,
         scheduler: Scheduler,
         emit: Callable[[str], None],
-        timing: Timing = Timing(),
+        timing: Timing | None = None,
     ):
         self.profile = profile
         self.networks = networks
@@ -226,7 +226,7 @@ class ModemMachine:
         self.source = subscriber_source
         self.scheduler = scheduler
         self.emit = emit
-        self.timing = timing
+        self.timing = timing or Timing()
         self.lock = threading.RLock()
         self.faults = Faults()
         self.down_lines, self.up_lines = split_refresh_sequence(profile)

@@ -15,7 +15,7 @@ import select
 import threading
 import time
 import tty
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ class SimulatedModem:
         *,
         subscriber: SubscriberSource | None = None,
         euicc: Any = None,
-        timing: Timing = Timing(),
+        timing: Timing | None = None,
         max_channels: int = 3,
         refresh_reenumerates: bool | None = None,
         control: str | os.PathLike | None = None,
@@ -62,7 +62,7 @@ class SimulatedModem:
     ):
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.networks = networks
-        self.timing = timing
+        self.timing = timing or Timing()
         self.link = os.fspath(link)
         self.backend = UiccBackend(card, max_channels=max_channels) if card is not None else None
         self.euicc = euicc
@@ -72,7 +72,8 @@ class SimulatedModem:
             subscriber = Es10Subscriber(self.backend, networks)
         self.scheduler = scheduler or Scheduler()
         self.port = PtyPort(self.link, self._on_data)
-        self.machine = ModemMachine(self.profile, networks, self.backend, subscriber, self.scheduler, self.emit, timing)
+        self.machine = ModemMachine(self.profile, networks, self.backend, subscriber, self.scheduler, self.emit,
+                                    self.timing)
         self._stop = threading.Event()
         self.interpreter = AtInterpreter(self.profile, self.machine, self.backend, self.port.write,
                                          reset_hook=self._reset_requested, stop=self._stop)
