@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,29 +18,6 @@ EXIT_INFRA = 3
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line."""
-
-
-def data_home() -> Path:
-    """Where generated material lives by default (PKI, eUICC states): $SGP32HIL_HOME or XDG data dir."""
-    if os.environ.get("SGP32HIL_HOME"):
-        return Path(os.environ["SGP32HIL_HOME"])
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "sgp32-hil"
-
-
-def default_pki_dir() -> Path:
-    return data_home() / "pki"
-
-
-def ensure_pki(directory: Path, quiet: bool = False):
-    """Load the PKI in ``directory``, generating a fresh test PKI there first if it is empty."""
-    from . import pki
-
-    if not (directory / "pki.yaml").exists() and not any(directory.glob("**/CERT_*.der")):
-        if not quiet:
-            print(f"generating a test PKI in {directory}", file=sys.stderr)
-        return pki.generate(directory)
-    return pki.load(directory)
 
 
 # --- readers -------------------------------------------------------------------------------------
@@ -125,9 +101,9 @@ def cmd_pki_generate(args) -> int:
 
 def cmd_virtual_euicc(args) -> int:
     from ..drivers.virtual.euicc.service import serve_vpcd
+    from . import pki
 
-    pki_dir = Path(args.pki) if args.pki else default_pki_dir()
-    pkiset = ensure_pki(pki_dir)
+    pkiset = pki.ensure(args.pki)
     return serve_vpcd(
         state_dir=Path(args.state),
         pkiset=pkiset,
@@ -262,10 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--state", required=True, help="state folder (created in the factory state when empty)")
     sp.add_argument("--vpcd-port", type=int, default=35963, help="vpcd TCP port: 35963 = reader 0, 35964 = reader 1")
     sp.add_argument("--vpcd-host", default="127.0.0.1", help="host where pcscd's vpcd listens")
-    sp.add_argument("--pki", help=f"PKI folder (default: {default_pki_dir()}, generated when empty)")
+    sp.add_argument("--pki", help="PKI folder (default: $SGP32HIL_HOME/pki, i.e. ~/.local/share/sgp32-hil/pki; generated when empty)")
     sp.add_argument("--provision", help="YAML file of extra profiles to pre-provision in a new state")
     sp.add_argument("--eim-fqdn", default="127.0.0.1:8444", help="eIM address of the factory eIM configuration")
     sp.set_defaults(func=cmd_virtual_euicc)
+
+    from ..drivers.virtual.modem.service import add_arguments, main_virtual_modem
+
+    sp = vsub.add_parser(
+        "modem",
+        help="run a simulated cellular module on a pty (vendor personality, network model, eUICC bridge)",
+        description="Creates a pty that pyserial opens like a USB modem, at the stable symlink --link. The AT "
+        "interpreter follows the vendor profile; registration follows the enabled profile's IMSI and the "
+        "networks file; profile enable triggers the REFRESH sequence. Control it with --control SOCKET.",
+    )
+    add_arguments(sp)
+    sp.set_defaults(func=main_virtual_modem)
     return p
 
 

@@ -16,6 +16,7 @@ import enum
 import ipaddress
 import os
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -1321,3 +1322,26 @@ def verify_chain(
         curve=curve,
         eid=found_eid,
     )
+
+
+def data_home() -> Path:
+    """Where generated material lives by default (test PKI, eUICC states): $SGP32HIL_HOME or the XDG data dir."""
+    if os.environ.get("SGP32HIL_HOME"):
+        return Path(os.environ["SGP32HIL_HOME"])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "sgp32-hil"
+
+
+def default_dir() -> Path:
+    """The default PKI folder shared by the software eUICC, the simulated modem and the bundled servers."""
+    return data_home() / "pki"
+
+
+def ensure(directory: str | os.PathLike | None = None, *, quiet: bool = False) -> PkiSet:
+    """Load the PKI in ``directory`` (default :func:`default_dir`), generating a test PKI there when empty."""
+    root = Path(directory) if directory else default_dir()
+    if not (root / "pki.yaml").exists() and not any(root.glob("**/CERT_*.der")):
+        if not quiet:
+            print(f"generating a test PKI in {root}", file=sys.stderr)
+        return generate(root)
+    return load(root)

@@ -152,9 +152,9 @@ class BenchServices:
 
 @pytest.fixture(scope="session")
 def bench_pki(bench):
-    from .cli import ensure_pki
+    from . import pki
 
-    return ensure_pki(Path(bench.pki_dir), quiet=True)
+    return pki.ensure(bench.pki_dir, quiet=True)
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,7 @@ class Es10Client:
     :meth:`close`.  ``session`` lets callers share an already opened :class:`Es10Session`.
     """
 
-    def __init__(self, transport: ApduTransport, *, block_size: int = 255, session: Es10Session | None = None):
+    def __init__(self, transport: ApduTransport, *, block_size: int | None = None, session: Es10Session | None = None):
         self.transport = transport
         self.session = session if session is not None else Es10Session(transport, block_size=block_size)
 

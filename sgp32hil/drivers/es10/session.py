@@ -3,7 +3,7 @@
 An :class:`Es10Session` opens a logical channel to the ISD-R (TERMINAL CAPABILITY, MANAGE CHANNEL,
 SELECT by AID, as an LPA/IPAd does; or the transport's own +CCHO), sends each ES10 command as a chain
 of STORE DATA blocks (GlobalPlatform Card Spec §11.11, P1 0x11 more / 0x91 last, P2 block number,
-at most ``block_size`` bytes per block) and returns the complete response DER.
+at most ``block_size`` bytes per block, by default the transport's own ``block_size`` or 255) and returns the complete response DER.
 """
 
 from __future__ import annotations
@@ -66,10 +66,12 @@ class Es10Session:
         self,
         transport: ApduTransport,
         *,
-        block_size: int = 255,
+        block_size: int | None = None,
         terminal_capability: bytes | None = DEFAULT_TERMINAL_CAPABILITY,
         aid: bytes = ISD_R_AID,
     ):
+        if block_size is None:
+            block_size = getattr(transport, "block_size", 255)
         if not 1 <= block_size <= 255:
             raise ValueError(f"block_size must be 1..255, got {block_size}")
         self._rec = _Recorder(transport)

@@ -274,7 +274,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--networks", default=str(DEFAULT_NETWORKS), help="network model YAML")
     parser.add_argument("--link", required=True, metavar="PATH", help="stable symlink to the modem's pty")
     parser.add_argument("--control", metavar="SOCKET", help="Unix socket for the JSON-lines control API")
-    parser.add_argument("--pki", metavar="DIR", help="PKI folder (default: a fresh in-memory test PKI)")
+    parser.add_argument("--pki", metavar="DIR", help="PKI folder (default: $SGP32HIL_HOME/pki, generated when empty)")
     parser.add_argument("--sim-init", type=float, default=Timing.sim_init_s, metavar="S", help="SIM init delay")
     parser.add_argument("--refresh-reenumerates", action="store_true", help="re-create the pty on every REFRESH")
     parser.add_argument("--quirk", action="append", default=[], metavar="KEY=VALUE",
@@ -313,7 +313,7 @@ def main_virtual_modem(args: argparse.Namespace) -> int:
             from ....harness import pki as pki_mod
             from ..euicc.service import SoftEuicc
 
-            pkiset = pki_mod.load(args.pki) if args.pki else pki_mod.generate()
+            pkiset = pki_mod.ensure(args.pki, quiet=True)
             euicc = SoftEuicc.open(args.euicc_state, pkiset, provision=args.provision)
             modem = SimulatedModem(profile, euicc.card, model, args.link, euicc=euicc, timing=timing,
                                    control=args.control, refresh_reenumerates=args.refresh_reenumerates or None)
