@@ -382,16 +382,18 @@ class _Map:
         self.entries: dict[str, _At] = {}
         _constructor.flatten_mapping(at.node)
         for knode, vnode in at.node.value:
-            key_at = at.child(knode, "<key>")
+            stray = at.node.flow_style and isinstance(vnode, ScalarNode) and vnode.tag == _T + "null"
+            comma = " (inside {...} a comma ends a value: quote values that contain commas)" if stray else ""
             if not isinstance(knode, ScalarNode) or knode.tag != _T + "str":
-                raise key_at.expected("a key name")
+                raise BenchError(f"expected a key name, got {_describe(knode)}{comma}", at.file,
+                                 knode.start_mark.line + 1, at.key)
             name = knode.value
             if name in self.entries:
                 first = self.entries[name].line
                 raise at.child(knode, name).error(f"duplicate key (first given on line {first})")
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = f"; did you mean {close[0]!r}?" if close else comma
                 raise at.child(knode, name).error(f"unknown key (expected one of: {', '.join(known)}){hint}")
             self.entries[name] = at.child(vnode, name)
 
