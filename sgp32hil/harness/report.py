@@ -375,6 +375,7 @@ def verdict_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 def write_metrics(path: str | Path, records: Iterable[Mapping[str, Any]], meta: Mapping[str, Any] | None = None) -> Path:
     """The run's metrics file: ``{schema, run, summary, tests: [{id, verdict, duration_s, kpis, ...}]}``."""
     rows = [_row(r) for r in records]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "schema": METRICS_SCHEMA,
         "run": {**{str(k): v for k, v in (meta or {}).items()}, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
