@@ -88,7 +88,11 @@ def testcase_id(item) -> str:
 
 @pytest.fixture(autouse=True)
 def _hil_markers(request):
-    """Apply ``requires`` (skip with the missing tags) and ``testcase`` (report labels) markers."""
+    """Apply ``requires`` (skip with the missing tags) and ``testcase`` (report labels) markers; each test
+    starts with an empty step trace."""
+    from . import report as reports
+
+    reports.TRACE.clear()
     marker = request.node.get_closest_marker("requires")
     if marker:
         b = request.getfixturevalue("bench")
@@ -97,8 +101,6 @@ def _hil_markers(request):
             pytest.skip(f"bench {b.name!r} lacks capabilities: {', '.join(missing)}")
     marker = request.node.get_closest_marker("testcase")
     if marker:
-        from . import report as reports
-
         kw = marker.kwargs
         reports.label_test(epic=kw.get("family", ""), feature=kw.get("feature", ""), story=kw.get("story", ""),
                            testcase_id=marker.args[0], title=marker.args[1] if len(marker.args) > 1 else "")
@@ -267,3 +269,10 @@ def _write_reports(config, out: Path, rows: list[dict]) -> None:
     alluredir = getattr(config.option, "allure_report_dir", None)
     if alluredir:
         reports.write_allure_metadata(Path(alluredir), environment=meta, executor=None)
+
+
+def pytest_report_teststatus(report, config):
+    """With --hil-progress the progress lines replace pytest's dots."""
+    if config.getoption("--hil-progress") and report.when == "call":
+        return report.outcome, "", report.outcome.upper()
+    return None
