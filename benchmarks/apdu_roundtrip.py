@@ -11,31 +11,32 @@ Measures, interleaved in one run:
 Uses a running pcscd or starts one (stopped by PID at the end).  Prints per-operation figures and ends
 with one line of key=value figures; ``ratio`` is select median / echo median (target <= 2.0).
 
-    python benchmarks/apdu_roundtrip.py [--iterations 2000] [--backend fixed|module:factory]
+    python benchmarks/apdu_roundtrip.py [--iterations 2000] [--backend soft|fixed|module:factory]
+
+``soft`` (default) is the real software eUICC (factory state in a temporary folder, in-memory test PKI);
+``fixed`` answers GetEID with a constant, to separate the ISD-R APDU layer from the ES10 backend.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sgp32hil.drivers.apdu.base import transceive  # noqa: E402
-from sgp32hil.drivers.apdu.pcsc import PcscTransport, list_readers  # noqa: E402
+from sgp32hil.drivers.apdu.pcsc import PcscTransport  # noqa: E402
 from sgp32hil.drivers.virtual.echo import EchoCard  # noqa: E402
 from sgp32hil.drivers.virtual.euicc.card import ISD_R_AID, CardStatus, Es10Backend, EuiccCard  # noqa: E402
 from sgp32hil.drivers.virtual.vpcd import VpcdBridge  # noqa: E402
+from sgp32hil.harness.services import Pcscd, card_present, wait_until  # noqa: E402
 
-PCSCD = "/usr/sbin/pcscd"
-PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
 EUICC_PORT, EUICC_READER = 35963, "Virtual PCD 00 00"
 ECHO_PORT, ECHO_READER = 35964, "Virtual PCD 00 01"
 
@@ -53,39 +54,23 @@ class FixedBackend:
         raise CardStatus(0x6A88, "not supported by the benchmark backend")
 
 
-def load_backend(spec: str) -> Es10Backend:
-    """``fixed`` or ``package.module:factory`` (a class or callable taking no arguments)."""
+def load_card(spec: str, stack: contextlib.ExitStack) -> EuiccCard:
+    """``soft``, ``fixed`` or ``package.module:factory`` (a class or callable taking no arguments)."""
+    if spec == "soft":
+        from sgp32hil.drivers.virtual.euicc.service import SoftEuicc
+        from sgp32hil.harness import pki
+
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-euicc-"))
+        return stack.enter_context(SoftEuicc.open(folder, pki.generate())).card
     if spec == "fixed":
-        return FixedBackend()
+        return EuiccCard(FixedBackend())
     module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise SystemExit(f"--backend {spec!r}: expected 'fixed' or 'package.module:factory'")
+    if not module_name or not attr:
+        raise SystemExit(f"--backend {spec!r}: expected 'soft', 'fixed' or 'package.module:factory'")
     backend = getattr(importlib.import_module(module_name), attr)()
     if not isinstance(backend, Es10Backend):
         raise SystemExit(f"--backend {spec!r}: {type(backend).__name__} has no handle(channel, command)")
-    return backend
-
-
-def pcscd_answering() -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        try:
-            sock.connect(PCSCD_SOCKET)
-        except OSError:
-            return False
-    return True
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def present(reader: str) -> bool:
-    return any(r.name == reader and r.card_present for r in list_readers())
+    return EuiccCard(backend)
 
 
 def summary(samples: list[float]) -> tuple[float, float]:
@@ -97,21 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--backend", default="fixed", help="'fixed' (default) or package.module:factory")
+    parser.add_argument("--backend", default="soft", help="'soft' (default), 'fixed' or package.module:factory")
     args = parser.parse_args(argv)
 
-    pcscd = None
-    if not pcscd_answering():
-        pcscd = subprocess.Popen([PCSCD, "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(pcscd_answering, 10, "pcscd to start")
+    pcscd = Pcscd.ensure()
     bridges: list[VpcdBridge] = []
+    stack = contextlib.ExitStack()
     try:
         for reader in (EUICC_READER, ECHO_READER):
-            if present(reader):
+            if card_present(reader):
                 raise SystemExit(f"{reader!r} already holds a card: is another vpcd bridge running?")
-        bridges.append(VpcdBridge(EuiccCard(load_backend(args.backend)), port=EUICC_PORT).start())
+        bridges.append(VpcdBridge(load_card(args.backend, stack), port=EUICC_PORT).start())
         bridges.append(VpcdBridge(EchoCard(), port=ECHO_PORT).start())
-        wait_until(lambda: present(EUICC_READER) and present(ECHO_READER), 10, "both vpcd cards")
+        wait_until(lambda: card_present(EUICC_READER) and card_present(ECHO_READER), 10, "both vpcd cards")
 
         with PcscTransport(EUICC_READER) as euicc, PcscTransport(ECHO_READER) as echo:
             fci = transceive(euicc, SELECT_ISDR)
@@ -149,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for bridge in bridges:
             bridge.stop()
-        if pcscd is not None:
-            pcscd.terminate()
-            pcscd.wait(5)
+        stack.close()
+        own_pcscd = pcscd.started_here
+        pcscd.stop()
 
     figures = {name: summary(values) for name, values in samples.items()}
-    print(f"backend={args.backend} iterations={args.iterations} pcscd={'own' if pcscd else 'running'}")
+    print(f"backend={args.backend} iterations={args.iterations} pcscd={'own' if own_pcscd else 'running'}")
     print(f"GetEID response: {len(eid.data)} bytes {eid.data.hex().upper()}")
     for name, (median, p99) in figures.items():
         print(f"{name:7s} median {median:.3f} ms  p99 {p99:.3f} ms  (2 exchanges)")
