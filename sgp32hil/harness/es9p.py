@@ -460,6 +460,10 @@ def from_json(cls: type, obj: Any, where: str = "body") -> Any:
             if not isinstance(value, str):
                 raise _invalid(f"{name} must be a string")
             kwargs[f.name] = value
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise _invalid(f"{name} must be a boolean")
+            kwargs[f.name] = value
         else:
             kwargs[f.name] = from_json(kind, value, f"{where}.{name}")
     try:
@@ -484,7 +488,7 @@ def to_json(obj: Any) -> dict[str, Any]:
             out[name] = base64.b64encode(value).decode("ascii")
         elif kind == "hex":
             out[name] = value.hex().upper()
-        elif kind == "str":
+        elif kind in ("str", "bool"):
             out[name] = value
         else:
             out[name] = to_json(value)
@@ -529,6 +533,11 @@ def parse_response(function: str, body: bytes | str) -> Any:
         if body in (b"", ""):
             return None
         raise _invalid("handleNotification response must be empty")
+    return parse_response_as(cls, body)
+
+
+def parse_response_as(cls: type, body: bytes | str) -> Any:
+    """Strictly parse a JSON response body into ``cls``; a failed status raises :class:`Es9Error`."""
     obj = load_json_object(body)
     if "header" not in obj:
         raise Es9Error(*MANDATORY_ELEMENT_MISSING, "body.header missing")
