@@ -143,7 +143,7 @@ class NotificationOutcome:
 @dataclass
 class DownloadResult:
     """Outcome of :func:`download_profile`: the installed profile or the error, per-phase timings,
-    APDU count, and both traces (ES9+ exchanges, decoded ES10 exchanges) for report attachments."""
+    the number of APDUs exchanged (GET RESPONSE included), and both traces (ES9+ exchanges, decoded ES10 exchanges) for report attachments."""
 
     activation_code: ActivationCode
     success: bool
@@ -444,7 +444,6 @@ def download_profile(
     pool = _ClientPool(first, factory)
     es9_start = len(first.exchanges)
     es10_start = len(client.exchanges)
-    apdu_start = client.session.apdu_count
     result = DownloadResult(activation_code=ac, success=False)
     procedure = _Procedure(client, ac, first, progress, result, pool)
     t0 = time.perf_counter()
@@ -457,7 +456,7 @@ def download_profile(
             result.cancel = procedure.cancel(failure.cancel_reason)
     finally:
         result.total_seconds = time.perf_counter() - t0
-        result.apdu_count = client.session.apdu_count - apdu_start
+        result.apdu_count = sum(len(e.apdus) for e in client.exchanges[es10_start:])
         result.es10_trace = decode_trace(client.exchanges[es10_start:])
         result.es9_exchanges = first.exchanges[es9_start:] + [e for c in pool.created for e in c.exchanges
                                                              if c is not first]
