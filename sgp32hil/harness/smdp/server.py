@@ -23,6 +23,7 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -53,7 +54,7 @@ def _endpoint(parse: Callable, handler: Callable, render: Callable, function: st
         try:
             body = await request.body()
             req = parse(function, body)
-            result = handler(req)
+            result = await run_in_threadpool(handler, req)
         except Es9Error as exc:
             log.info("%s failed: %s", function, exc)
             return _json(render(exc))

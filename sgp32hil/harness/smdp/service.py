@@ -132,19 +132,20 @@ class SmdpService:
         info1 = _decode_first(("EUICCInfo1",), req.euicc_info1)
         if info1["svn"][0] != _SUPPORTED_MAJOR:
             raise Es9Error(*es9p.SPECIFICATION_VERSION_UNSUPPORTED, f"svn {info1['svn'].hex()} not supported")
-        verification = list(info1["euiccCiPKIdListForVerification"])
-        signing = list(info1["euiccCiPKIdListForSigning"])
-        ci = next((self.pki.ci_by_pkid(p) for p in verification if self.pki.ci_by_pkid(p) is not None), None)
-        if ci is None or not any(self.pki.ci_by_pkid(p) is not None for p in signing):
+        signing = [c for c in map(self.pki.ci_by_pkid, info1["euiccCiPKIdListForSigning"]) if c is not None]
+        verification = [c for c in map(self.pki.ci_by_pkid, info1["euiccCiPKIdListForVerification"]) if c is not None]
+        if not signing or not verification:
             raise Es9Error(
                 *es9p.SECURITY_CONFIGURATION_UNSUPPORTED,
                 "None of the proposed Public Key Identifiers is supported by the SM-DP+",
             )
-        curve = pki.Curve.of(ci.certificate.public_key())
+        signing_curve = pki.Curve.of(signing[0].certificate.public_key())
+        verification.sort(key=lambda c: pki.Curve.of(c.certificate.public_key()) != signing_curve)
+        curve = pki.Curve.of(verification[0].certificate.public_key())
         dp_auth = self.pki.dp_auth(curve)
         if dp_auth is None or dp_auth.private_key is None:
             raise Es9Error(*es9p.DPAUTH_CERT_UNAVAILABLE, f"no CERT.DPauth for {curve.value}")
-        pkid = pki.ci_pkid(ci.certificate)
+        pkid = pki.ci_pkid(signing[0].certificate)
         transaction_id = os.urandom(16)
         server_challenge = os.urandom(16)
         server_signed1 = asn1.encode(
