@@ -82,6 +82,18 @@ def cmd_profile_make(args) -> int:
     return 0
 
 
+# --- smdp ------------------------------------------------------------------------------------------
+
+
+def cmd_smdp_serve(args) -> int:
+    from .smdp import serve
+
+    print(f"SM-DP+ ES9+ on https://{args.host}:{args.port}/gsma/rsp2/es9plus/"
+          + (f", ES2+ (mutual TLS) on port {args.es2_port}" if args.es2_port else "") + f", state {args.db}")
+    serve(args.host, args.port, args.pki, args.db, es2_port=args.es2_port, preload=args.preload)
+    return 0
+
+
 # --- pki -------------------------------------------------------------------------------------------
 
 
@@ -216,6 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output file (default: fixtures/profiles/NAME.der)")
     sp.add_argument("--force", action="store_true", help="overwrite an existing file")
     sp.set_defaults(func=cmd_profile_make)
+
+    smdp = sub.add_parser("smdp", help="the bundled SM-DP+ (SGP.22 ES9+ and ES2+)")
+    smdp_sub = smdp.add_subparsers(dest="smdp_command", metavar="ACTION", required=True)
+    sp = smdp_sub.add_parser(
+        "serve",
+        help="run the SM-DP+ over HTTPS (DPtls certificate from the PKI), state in SQLite",
+        description="Serves ES9+ (JSON binding, SGP.22 v2.5 §6.5) for LPAs and IPAs, and with --es2-port the ES2+ "
+        "operator interface over mutual TLS. Confirmed orders and completed downloads survive restarts.",
+    )
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8443, help="ES9+ HTTPS port (default: 8443)")
+    sp.add_argument("--pki", metavar="DIR", help="PKI folder (default: $SGP32HIL_HOME/pki, generated when empty)")
+    sp.add_argument("--db", metavar="FILE", required=True, help="SQLite state file (created when missing)")
+    sp.add_argument("--preload", metavar="YAML", help="orders to load at start: matching IDs and profiles")
+    sp.add_argument("--es2-port", type=int, metavar="N", help="serve ES2+ with mutual TLS on this port")
+    sp.set_defaults(func=cmd_smdp_serve)
 
     pki = sub.add_parser("pki", help="test PKI (CI, EUM, eUICC, DPauth/DPpb/DPtls, eIM)")
     psub = pki.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
