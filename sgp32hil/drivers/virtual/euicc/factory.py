@@ -15,12 +15,13 @@ What an EUM personalises before an IoT eUICC ships (SGP.22 §2.4, SGP.32 v1.2 eU
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 
+from ....harness import asn1
 from ....harness.pki import Curve, PkiSet, ci_pkid, eid_is_valid, make_eid
-from . import der
 from .state import EimConfig, EuiccState, NotificationConfig, Profile, RatOperator, RatRule
 
 EIM_ID_TYPE_OID = 1
@@ -51,6 +52,49 @@ def make_iccid(body: str) -> str:
     if not body.isdigit() or not 17 <= len(body) <= 19:
         raise ValueError(f"ICCID body must be 17..19 digits, got {body!r}")
     return body + luhn_digit(body)
+
+
+def encode_iccid(iccid: str) -> bytes:
+    """Iccid (SGP.22 Annex H, coded as EF.ICCID, ETSI TS 102 221 §13.2): 18..20 digits as nibble-swapped
+    BCD, padded with 'F' to 10 bytes."""
+    if not iccid.isdigit() or not 18 <= len(iccid) <= 20:
+        raise ValueError(f"ICCID must be 18..20 digits, got {iccid!r}")
+    digits = iccid.ljust(20, "F")
+    return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, 20, 2))
+
+
+def decode_iccid(value: bytes) -> str:
+    """The digits of an Iccid value; ``ValueError`` unless it is 10 bytes of BCD digits and 'F' padding."""
+    text = "".join(f"{b & 0x0F:X}{b >> 4:X}" for b in value).rstrip("F")
+    if len(value) != 10 or not text.isdigit():
+        raise ValueError(f"Iccid {value.hex().upper()} is not 10 bytes of BCD digits")
+    return text
+
+
+def named_bits(bits: Iterable[int]) -> tuple[bytes, int]:
+    """asn1tools value of a named-bit BIT STRING with ``bits`` set (DER, X.690 §11.2.2: no trailing zero bits)."""
+    bits = set(bits)
+    size = max(bits, default=-1) + 1
+    data = bytearray((size + 7) // 8)
+    for bit in bits:
+        data[bit // 8] |= 0x80 >> (bit % 8)
+    return bytes(data), size
+
+
+def bit_numbers(value: tuple[bytes, int]) -> set[int]:
+    """The bit numbers set in an asn1tools BIT STRING value."""
+    data, size = value
+    return {i for i in range(size) if data[i // 8] & (0x80 >> (i % 8))}
+
+
+def stored_bit_string(type_name: str, value: tuple[bytes, int]) -> bytes:
+    """A BIT STRING as the state keeps it (``EimConfig.supported_protocols``): the contents octets of its DER."""
+    return asn1.parse_single(asn1.encode(type_name, value)).value
+
+
+def bit_string_value(contents: bytes) -> tuple[bytes, int]:
+    """asn1tools value of stored BIT STRING contents (X.690 §8.6.2: first octet = number of unused bits)."""
+    return contents[1:], 8 * (len(contents) - 1) - contents[0]
 
 
 def plmn_bytes(imsi: str, mnc_digits: int = 2) -> bytes:
@@ -132,7 +176,7 @@ def factory_state(
         counter_value=0,
         eim_public_key=eim.public_key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
-        supported_protocols=der.bit_string([EIM_RETRIEVE_HTTPS]),
+        supported_protocols=stored_bit_string("EimSupportedProtocol", named_bits([EIM_RETRIEVE_HTTPS])),
         euicc_ci_pkid=ci_pkid(ci.certificate),
     ))
     return state
@@ -140,7 +184,7 @@ def factory_state(
 
 def bootstrap_profile(state: EuiccState, spec: BootstrapSpec, notification_address: str) -> Profile:
     """The enabled, pre-loaded bootstrap profile described by ``spec``."""
-    der.encode_iccid(spec.iccid)
+    encode_iccid(spec.iccid)
     return Profile(
         iccid=spec.iccid,
         isdp_aid=state.allocate_isdp_aid(),

@@ -1,12 +1,15 @@
 """ES10a/b/c functions of the software eUICC's ISD-R (SGP.22 v2.5 §5.7, SGP.32 v1.2 ES10 additions).
 
 :class:`IsdR` is the :class:`~.card.Es10Backend` behind :class:`~.card.EuiccCard`: it receives one
-complete ES10 command (all STORE DATA blocks joined), dispatches on its top-level tag and answers with
-exact DER. Rules that hold for every function:
+complete ES10 command (all STORE DATA blocks joined), dispatches on its top-level tag, decodes it as
+the function's request type with the project's ASN.1 codec (:mod:`sgp32hil.harness.asn1`) and answers
+with the codec's DER of the response type. Rules that hold for every function:
 
-- an unknown top-level tag is answered with SW 6A88 (referenced data not found);
-- a command that is not DER, or does not match its request type, gets the function's error result
-  where the response type has one (``undefinedError`` 127 ...), otherwise SW 6A80;
+- an unknown top-level tag is answered with SW 6A88 (referenced data not found), an unreadable one
+  with SW 6A80;
+- a command that is not the DER of its request type (it must decode and re-encode to the same bytes,
+  ITU-T X.690 §10), or holds values the function rejects, gets the function's error result where the
+  response type has one (``undefinedError`` 127 ...), otherwise SW 6A80;
 - a mutating function works on a copy of the NVM and persists it atomically before the response is
   returned (acknowledged => on disk); if persisting fails the card answers 6581 and keeps the old state;
 - volatile session data (the eUICC challenge, later the download session) and a pending REFRESH are
@@ -16,20 +19,27 @@ exact DER. Rules that hold for every function:
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from asn1tools.codecs import ber as _asn1tools_ber
+from asn1tools.codecs import der as _asn1tools_der
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ....harness import asn1
 from ....harness.pki import ci_pkid
-from . import der, notifications
+from . import notifications
 from .card import CardStatus, ResetKind
-from .der import DerError, Tlv, tlv
+from .factory import bit_numbers, bit_string_value, decode_iccid, encode_iccid, named_bits, stored_bit_string
+from .notifications import certificate, decode_exact
 from .state import EimConfig, EuiccState, Profile, StateStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +61,7 @@ UICC_CAPABILITY_BITS = (1, 2, 4, 8, 14, 19, 21)
 RSP_ADDITIONAL_PROFILE = 0
 RSP_TEST_PROFILE = 3
 EUICC_CATEGORY_BASIC = 1
+IPA_MODE_IPAD = 0
 FORBIDDEN_PPRS = ("ppr1",)
 PPR_BITS = {"pprUpdateControl": 0, "ppr1": 1, "ppr2": 2}
 CLASS_VALUES = {"test": 0, "provisioning": 1, "operational": 2}
@@ -81,7 +92,35 @@ INVALID_CI_PKID = 1
 NO_SESSION_CONTEXT = 4
 INVALID_TRANSACTION_ID = 5
 
-DEFAULT_PROFILE_TAGS = (0x5A, 0x4F, 0x9F70, 0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0xB6, 0xB7, 0x99, 0x9F26, 0x9F67)
+PROFILE_INFO_TAGS = {
+    "iccid": b"\x5a", "isdpAid": b"\x4f", "profileState": b"\x9f\x70", "profileNickname": b"\x90",
+    "serviceProviderName": b"\x91", "profileName": b"\x92", "iconType": b"\x93", "icon": b"\x94",
+    "profileClass": b"\x95", "notificationConfigurationInfo": b"\xb6", "profileOwner": b"\xb7",
+    "profilePolicyRules": b"\x99", "fallbackAttribute": b"\x9f\x26", "fallbackAllowed": b"\x9f\x67",
+}
+
+
+def _decode_sequence_of(self, data, offset, length):
+    """asn1tools 0.169 DER ``ArrayType.decode_content`` with the element check of its BER codec.
+
+    Without it a SEQUENCE OF / SET OF element with an unexpected tag loops forever, allocating without
+    bound (eerimoq/asn1tools issue #180): seven bytes of AddInitialEimRequest ``BF5704A0020400`` exhaust
+    the host's memory. The fix belongs in :mod:`sgp32hil.harness.asn1.codec`; remove it here once it is there.
+    """
+    decoded = []
+    start = offset
+    while offset - start < length:
+        element, offset = self.element_type.decode(data, offset)
+        _asn1tools_ber.check_decode_error(self.element_type, element, data, offset)
+        decoded.append(element)
+    return decoded, offset
+
+
+_asn1tools_der.ArrayType.decode_content = _decode_sequence_of
+
+
+class MalformedRequest(ValueError):
+    """The command is not the DER of its request type, or holds a value the function rejects."""
 
 
 @dataclass(frozen=True)
@@ -102,57 +141,97 @@ class Session:
 
 @dataclass(frozen=True)
 class _Function:
+    """One ES10 function: ``handler`` gets the decoded ``request`` (the raw command when ``raw``) and
+    returns the ``response`` value; no handler means not available yet. ``malformed`` is the DER of the
+    error result, if the response type has one."""
+
     name: str
-    handler: Callable[[Tlv], bytes]
+    request: str
+    response: str | None
+    handler: Callable[[Any], Any] | None
     malformed: bytes | None
+    raw: bool
 
 
-def _result(tag: int, code: int, inner: int = 0x80) -> bytes:
-    return tlv(tag, tlv(inner, der.integer(code)))
+def _has_unknown_alternative(value: Any) -> bool:
+    """True when an extensible CHOICE in ``value`` holds an alternative the modules do not define
+    (asn1tools decodes it as ``(None, None)``; such a value cannot be re-encoded)."""
+    if isinstance(value, tuple):
+        return value == (None, None) or any(_has_unknown_alternative(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_unknown_alternative(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unknown_alternative(v) for v in value)
+    return False
 
 
-def _int_value(tag: int, value: int) -> bytes:
-    return tlv(tag, der.integer(value))
+def _check_framing(tlv: asn1.Tlv) -> None:
+    """Definite lengths within bounds down to every primitive data object (X.690 §8.1)."""
+    if tlv.constructed:
+        for child in tlv.children():
+            _check_framing(child)
 
 
-def _only_child(t: Tlv) -> Tlv:
-    kids = t.children()
-    if len(kids) != 1:
-        raise DerError(f"{t.tag:X}: exactly one data object expected")
-    return kids[0]
+def _decode_request(type_name: str, command: bytes) -> Any:
+    """Decode ``command`` as ``type_name``, accepting only DER: the value must re-encode to the same
+    bytes. A value holding an unknown CHOICE alternative cannot be re-encoded; it only needs to be well
+    framed, and the function answers it itself."""
+    try:
+        value = asn1.decode(type_name, command)
+        if _has_unknown_alternative(value):
+            _check_framing(asn1.parse_single(command))
+            return value
+        if asn1.encode(type_name, value, check_constraints=False) == command:
+            return value
+    except asn1.Asn1Error as exc:
+        raise MalformedRequest(str(exc)) from None
+    raise MalformedRequest(f"{type_name} is not DER")
 
 
-def _expect_empty(t: Tlv) -> None:
-    if t.value:
-        raise DerError(f"{t.tag:X}: no input data expected")
+def _iccid(value: bytes) -> str:
+    try:
+        return decode_iccid(value)
+    except ValueError as exc:
+        raise MalformedRequest(str(exc)) from None
 
 
-def _split_tags(data: bytes) -> list[int]:
-    tags = []
+def _tag_at(data: bytes, pos: int) -> bytes:
+    """The identifier octets starting at ``pos`` (X.690 §8.1.2; ES10 and ProfileInfo tags take 1..3)."""
+    end = pos + 1
+    if end > len(data):
+        raise MalformedRequest("tag expected")
+    if data[pos] & 0x1F == 0x1F:
+        while True:
+            if end >= len(data) or end - pos > 2:
+                raise MalformedRequest("truncated or too long tag")
+            end += 1
+            if not data[end - 1] & 0x80:
+                break
+    return bytes(data[pos:end])
+
+
+def _split_tags(data: bytes) -> list[bytes]:
+    """The tags of a tagList: identifier octets back to back."""
+    tags: list[bytes] = []
     pos = 0
     while pos < len(data):
-        first = data[pos]
-        if first in (0x00, 0xFF):
-            raise DerError("bad tag in tag list")
-        tag = first
-        pos += 1
-        if first & 0x1F == 0x1F:
-            for _ in range(2):
-                if pos >= len(data):
-                    raise DerError("truncated tag in tag list")
-                tag = (tag << 8) | data[pos]
-                pos += 1
-                if not tag & 0x80:
-                    break
-            else:
-                raise DerError("tag too long in tag list")
-        tags.append(tag)
+        if data[pos] in (0x00, 0xFF):
+            raise MalformedRequest("bad tag in tag list")
+        tags.append(_tag_at(data, pos))
+        pos += len(tags[-1])
     return tags
 
 
-def _implicit(tag: int, encoded: bytes) -> bytes:
-    """Re-tag a DER SEQUENCE (certificate, SPKI) with an IMPLICIT context tag."""
-    return tlv(tag, der.parse_one(encoded).value)
+def _unsigned(n: int) -> bytes:
+    return n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")
+
+
+def _tls_key(der: bytes) -> tuple[str, Any]:
+    """trustedPublicKeyDataTls of a stored eIM: a certificate or a SubjectPublicKeyInfo."""
+    try:
+        return "trustedCertificateTls", certificate(der)
+    except asn1.Asn1Error:
+        return "trustedEimPkTls", decode_exact("SubjectPublicKeyInfo", der)
 
 
 class IsdR:
@@ -181,45 +260,64 @@ class IsdR:
         cis = [x509.load_der_x509_certificate(c) for c in state.ci_certs]
         self.ci_pkids_verification = [ci_pkid(c) for c in cis]
         self.ci_pkids_signing = [ci_pkid(c) for c in cis if c.subject == self._eum_cert.issuer]
-        self.functions: dict[int, _Function] = {}
+        self.functions: dict[bytes, _Function] = {}
         self._register()
 
     # ------------------------------------------------------------------------------------------
     # plumbing
 
     def _register(self) -> None:
-        f = self.functions
+        def add(name: str, request: str, response: str | None, handler=None, malformed=None, *,
+                raw: bool = False) -> None:
+            error = None if malformed is None else asn1.encode(response, malformed)
+            self.functions[asn1.tag_of(request)] = _Function(name, request, response, handler, error, raw)
 
-        def add(tag: int, name: str, handler, malformed: bytes | None = None) -> None:
-            f[tag] = _Function(name, handler, malformed)
-
-        add(0xBF3E, "GetEuiccData", self.get_euicc_data)
-        add(0xBF20, "GetEUICCInfo1", self.get_euicc_info1)
-        add(0xBF22, "GetEUICCInfo2", self.get_euicc_info2)
-        add(0xBF2E, "GetEUICCChallenge", self.get_euicc_challenge)
-        add(0xBF2D, "GetProfilesInfo", self.get_profiles_info, _result(0xBF2D, UNDEFINED_ERROR, 0x81))
-        add(0xBF31, "EnableProfile", self.enable_profile, _result(0xBF31, UNDEFINED_ERROR))
-        add(0xBF32, "DisableProfile", self.disable_profile, _result(0xBF32, UNDEFINED_ERROR))
-        add(0xBF33, "DeleteProfile", self.delete_profile, _result(0xBF33, UNDEFINED_ERROR))
-        add(0xBF29, "SetNickname", self.set_nickname, _result(0xBF29, UNDEFINED_ERROR))
-        add(0xBF28, "ListNotification", self.list_notification, _result(0xBF28, UNDEFINED_ERROR, 0x81))
-        add(0xBF2B, "RetrieveNotificationsList", self.retrieve_notifications_list,
-            _result(0xBF2B, UNDEFINED_ERROR, 0x81))
-        add(0xBF30, "RemoveNotificationFromList", self.remove_notification, _result(0xBF30, UNDEFINED_ERROR))
-        add(0xBF3C, "GetEuiccConfiguredAddresses", self.get_configured_addresses)
-        add(0xBF3F, "SetDefaultDpAddress", self.set_default_dp_address, _result(0xBF3F, UNDEFINED_ERROR))
-        add(0xBF65, "SGP32-SetDefaultDpAddress", self.set_default_dp_address, _result(0xBF65, UNDEFINED_ERROR))
-        add(0xBF43, "GetRAT", self.get_rat)
-        add(0xBF34, "eUICCMemoryReset", self.memory_reset, _result(0xBF34, UNDEFINED_ERROR))
-        add(0xBF64, "SGP32-eUICCMemoryReset", self.memory_reset, _result(0xBF64, UNDEFINED_ERROR))
-        add(0xBF55, "GetEimConfigurationData", self.get_eim_configuration_data)
-        add(0xBF57, "AddInitialEim", self.add_initial_eim, _result(0xBF57, UNDEFINED_ERROR, 0x81))
-        add(0xBF56, "GetCerts", self.get_certs, _result(0xBF56, UNDEFINED_ERROR, 0x81))
-        add(0xBF21, "PrepareDownload", self.prepare_download)
-        add(0xBF41, "CancelSession", self.cancel_session, _result(0xBF41, UNDEFINED_ERROR, 0x81))
-        for tag, name in ((0xBF38, "AuthenticateServer"), (0xBF36, "LoadBoundProfilePackage"),
-                          (0xBF35, "LoadCRL"), (0xBF51, "LoadEuiccPackage")):
-            add(tag, name, self.not_available)
+        add("GetEuiccData", "GetEuiccDataRequest", "GetEuiccDataResponse", self.get_euicc_data)
+        add("GetEUICCInfo1", "GetEuiccInfo1Request", "EUICCInfo1", self.get_euicc_info1)
+        add("GetEUICCInfo2", "GetEuiccInfo2Request", "SGP32-EUICCInfo2", self.get_euicc_info2)
+        add("GetEUICCChallenge", "GetEuiccChallengeRequest", "GetEuiccChallengeResponse",
+            self.get_euicc_challenge)
+        add("GetProfilesInfo", "ProfileInfoListRequest", "SGP32-ProfileInfoListResponse", self.get_profiles_info,
+            ("profileInfoListError", UNDEFINED_ERROR))
+        add("EnableProfile", "EnableProfileRequest", "EnableProfileResponse", self.enable_profile,
+            {"enableResult": UNDEFINED_ERROR})
+        add("DisableProfile", "DisableProfileRequest", "DisableProfileResponse", self.disable_profile,
+            {"disableResult": UNDEFINED_ERROR})
+        add("DeleteProfile", "DeleteProfileRequest", "DeleteProfileResponse", self.delete_profile,
+            {"deleteResult": UNDEFINED_ERROR})
+        add("SetNickname", "SetNicknameRequest", "SetNicknameResponse", self.set_nickname,
+            {"setNicknameResult": UNDEFINED_ERROR})
+        add("ListNotification", "ListNotificationRequest", "ListNotificationResponse", self.list_notification,
+            ("listNotificationsResultError", UNDEFINED_ERROR))
+        add("RetrieveNotificationsList", "SGP32-RetrieveNotificationsListRequest",
+            "SGP32-RetrieveNotificationsListResponse", self.retrieve_notifications_list,
+            ("notificationsListResultError", UNDEFINED_ERROR))
+        add("RemoveNotificationFromList", "NotificationSentRequest", "NotificationSentResponse",
+            self.remove_notification, {"deleteNotificationStatus": UNDEFINED_ERROR})
+        add("GetEuiccConfiguredAddresses", "EuiccConfiguredAddressesRequest", "EuiccConfiguredAddressesResponse",
+            self.get_configured_addresses)
+        add("SetDefaultDpAddress", "SetDefaultDpAddressRequest", "SetDefaultDpAddressResponse",
+            self.set_default_dp_address, {"setDefaultDpAddressResult": UNDEFINED_ERROR})
+        add("SGP32-SetDefaultDpAddress", "SGP32-SetDefaultDpAddressRequest", "SGP32-SetDefaultDpAddressResponse",
+            self.set_default_dp_address, {"setDefaultDpAddressResult": UNDEFINED_ERROR})
+        add("GetRAT", "GetRatRequest", "GetRatResponse", self.get_rat)
+        add("eUICCMemoryReset", "EuiccMemoryResetRequest", "EuiccMemoryResetResponse",
+            functools.partial(self.memory_reset, sgp32=False), {"resetResult": UNDEFINED_ERROR})
+        add("SGP32-eUICCMemoryReset", "SGP32-EuiccMemoryResetRequest", "SGP32-EuiccMemoryResetResponse",
+            functools.partial(self.memory_reset, sgp32=True), {"resetResult": UNDEFINED_ERROR})
+        add("GetEimConfigurationData", "GetEimConfigurationDataRequest", "GetEimConfigurationDataResponse",
+            self.get_eim_configuration_data)
+        add("AddInitialEim", "AddInitialEimRequest", "AddInitialEimResponse", self.add_initial_eim,
+            ("addInitialEimError", UNDEFINED_ERROR))
+        add("GetCerts", "GetCertsRequest", "GetCertsResponse", self.get_certs, ("getCertsError", UNDEFINED_ERROR))
+        add("PrepareDownload", "PrepareDownloadRequest", "SGP32-PrepareDownloadResponse", self.prepare_download,
+            raw=True)
+        add("CancelSession", "CancelSessionRequest", "CancelSessionResponse", self.cancel_session,
+            ("cancelSessionResponseError", UNDEFINED_ERROR))
+        add("AuthenticateServer", "AuthenticateServerRequest", None)
+        add("LoadBoundProfilePackage", "BoundProfilePackage", None)
+        add("LoadCRL", "LoadCRLRequest", None)
+        add("LoadEuiccPackage", "EuiccPackageRequest", None)
 
     def on_card_reset(self, kind: ResetKind) -> None:
         """Card reset (cold or warm): drop the session and complete any pending REFRESH."""
@@ -231,20 +329,25 @@ class IsdR:
     def handle(self, channel: int, command: bytes) -> bytes:
         """Answer one ES10 command (see the module docstring for the error rules)."""
         with self._lock:
-            tag = der.peek_tag(command)
-            if tag is None:
-                raise CardStatus(SW_WRONG_DATA, "no tag")
+            try:
+                tag = _tag_at(command, 0)
+            except MalformedRequest as exc:
+                raise CardStatus(SW_WRONG_DATA, str(exc)) from None
             function = self.functions.get(tag)
             if function is None:
-                raise CardStatus(SW_NOT_FOUND, f"no ES10 function with tag {tag:X}")
+                raise CardStatus(SW_NOT_FOUND, f"no ES10 function with tag {tag.hex().upper()}")
             try:
-                request = der.parse_one(command)
-                return function.handler(request)
-            except DerError as exc:
+                if function.handler is None:
+                    asn1.parse_single(command)
+                    raise CardStatus(SW_NOT_FOUND, f"{function.name} is not available yet")
+                request = command if function.raw else _decode_request(function.request, command)
+                result = function.handler(request)
+            except (MalformedRequest, asn1.TlvError) as exc:
                 log.info("%s: malformed request (%s)", function.name, exc)
                 if function.malformed is not None:
                     return function.malformed
                 raise CardStatus(SW_WRONG_DATA, str(exc)) from None
+            return asn1.encode(function.response, result)
 
     def _draft(self) -> EuiccState:
         return copy.deepcopy(self.state)
@@ -267,171 +370,158 @@ class IsdR:
             except Exception:
                 log.exception("REFRESH listener %r failed", listener)
 
-    def _find(self, state: EuiccState, ident: Tlv) -> Profile | None:
-        if ident.tag == 0x5A:
-            return state.profile(der.decode_iccid(ident.value))
-        if ident.tag == 0x4F:
-            if not 1 <= len(ident.value) <= 16:
-                raise DerError("isdpAid must be 1..16 bytes")
-            return state.profile_by_aid(ident.value)
-        raise DerError(f"profile identifier tag {ident.tag:X}")
+    def _find(self, state: EuiccState, ident: tuple[str | None, Any]) -> Profile | None:
+        kind, value = ident
+        if kind == "iccid":
+            return state.profile(_iccid(value))
+        if kind == "isdpAid":
+            if not 1 <= len(value) <= 16:
+                raise MalformedRequest("isdpAid must be 1..16 bytes")
+            return state.profile_by_aid(value)
+        raise MalformedRequest("unknown profile identifier")
 
     # ------------------------------------------------------------------------------------------
     # ES10a / ES10b / ES10c: information
 
-    def get_euicc_data(self, t: Tlv) -> bytes:
+    def get_euicc_data(self, request: dict) -> dict:
         """GetEID (SGP.22 §5.7.20): tagList 5C = '5A' -> BF3E { 5A EID }."""
-        f = der.fields(t, [0x5C])
-        if 0x5C not in f or f[0x5C].value != b"\x5A":
+        if request["tagList"] != b"\x5a":
             raise CardStatus(SW_WRONG_DATA, "tagList must be '5A'")
-        return tlv(0xBF3E, tlv(0x5A, bytes.fromhex(self.state.eid)))
+        return {"eidValue": bytes.fromhex(self.state.eid)}
 
-    def _pkid_lists(self) -> bytes:
-        return (tlv(0xA9, b"".join(tlv(0x04, k) for k in self.ci_pkids_verification))
-                + tlv(0xAA, b"".join(tlv(0x04, k) for k in self.ci_pkids_signing)))
+    def _pkid_lists(self) -> dict:
+        return {"euiccCiPKIdListForVerification": self.ci_pkids_verification,
+                "euiccCiPKIdListForSigning": self.ci_pkids_signing}
 
-    def get_euicc_info1(self, t: Tlv) -> bytes:
+    def get_euicc_info1(self, request: dict) -> dict:
         """GetEUICCInfo1 (SGP.22 §5.7.8): svn and the CI PKId lists."""
-        _expect_empty(t)
-        return tlv(0xBF20, tlv(0x82, SVN) + self._pkid_lists())
+        return {"svn": SVN, **self._pkid_lists()}
 
     def ext_card_resource(self) -> bytes:
-        """ETSI TS 102 226 §8.2.1.7.2: installed applications (81), free NVM (82), free volatile (83)."""
+        """ETSI TS 102 226 §8.2.1.7.2: installed applications (81), free NVM (82), free volatile (83).
+
+        A TS 102 226 TLV list carried in an OCTET STRING; no ASN.1 module of the project defines it."""
         used = sum(PROFILE_FOOTPRINT + len(p.package) for p in self.state.profiles)
-        free = max(0, NVM_BYTES - used)
+        values = (len(self.state.profiles), max(0, NVM_BYTES - used), VOLATILE_FREE)
+        return b"".join(bytes([0x81 + i, len(v)]) + v for i, v in enumerate(map(_unsigned, values)))
 
-        def unsigned(n: int) -> bytes:
-            return n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")
-
-        return (tlv(0x81, unsigned(len(self.state.profiles))) + tlv(0x82, unsigned(free))
-                + tlv(0x83, unsigned(VOLATILE_FREE)))
-
-    def get_euicc_info2(self, t: Tlv) -> bytes:
+    def get_euicc_info2(self, request: dict) -> dict:
         """GetEUICCInfo2 (SGP.22 §5.7.8 EUICCInfo2, SGP.32 v1.2 SGP32-EUICCInfo2 with ipaMode [16]
         = ipad and iotSpecificInfo [20] = SGP.32 v1.2 with fallbackSupported)."""
-        _expect_empty(t)
         free = NVM_BYTES - sum(PROFILE_FOOTPRINT + len(p.package) for p in self.state.profiles)
         rsp_bits = [RSP_TEST_PROFILE] + ([RSP_ADDITIONAL_PROFILE] if free >= PROFILE_FOOTPRINT else [])
-        iot = tlv(0xA0, tlv(0x04, IOT_VERSION)) + tlv(0x82)
-        body = b"".join([
-            tlv(0x81, PROFILE_VERSION),
-            tlv(0x82, SVN),
-            tlv(0x83, FIRMWARE_VERSION),
-            tlv(0x84, self.ext_card_resource()),
-            tlv(0x85, der.bit_string(UICC_CAPABILITY_BITS)),
-            tlv(0x86, TS102241_VERSION),
-            tlv(0x87, GLOBALPLATFORM_VERSION),
-            tlv(0x88, der.bit_string(rsp_bits)),
-            self._pkid_lists(),
-            tlv(0x8B, der.integer(EUICC_CATEGORY_BASIC)),
-            tlv(0x99, der.bit_string(PPR_BITS[p] for p in FORBIDDEN_PPRS)),
-            tlv(0x04, PP_VERSION),
-            tlv(0x0C, SAS_ACCREDITATION.encode()),
-            tlv(0x90, der.integer(0)),
-            tlv(0xB4, iot),
-        ])
-        return tlv(0xBF22, body)
+        return {
+            "profileVersion": PROFILE_VERSION,
+            "svn": SVN,
+            "euiccFirmwareVer": FIRMWARE_VERSION,
+            "extCardResource": self.ext_card_resource(),
+            "uiccCapability": named_bits(UICC_CAPABILITY_BITS),
+            "ts102241Version": TS102241_VERSION,
+            "globalplatformVersion": GLOBALPLATFORM_VERSION,
+            "rspCapability": named_bits(rsp_bits),
+            **self._pkid_lists(),
+            "euiccCategory": EUICC_CATEGORY_BASIC,
+            "forbiddenProfilePolicyRules": named_bits(PPR_BITS[p] for p in FORBIDDEN_PPRS),
+            "ppVersion": PP_VERSION,
+            "sasAcreditationNumber": SAS_ACCREDITATION,
+            "ipaMode": IPA_MODE_IPAD,
+            "iotSpecificInfo": {"iotVersion": [IOT_VERSION], "fallbackSupported": None},
+        }
 
-    def get_euicc_challenge(self, t: Tlv) -> bytes:
+    def get_euicc_challenge(self, request: dict) -> dict:
         """GetEUICCChallenge (SGP.22 §5.7.7): 16 random bytes, kept until the next reset."""
-        _expect_empty(t)
         self.session.euicc_challenge = secrets.token_bytes(16)
-        return tlv(0xBF2E, tlv(0x80, self.session.euicc_challenge))
+        return {"euiccChallenge": self.session.euicc_challenge}
 
-    def get_configured_addresses(self, t: Tlv) -> bytes:
+    def get_configured_addresses(self, request: dict) -> dict:
         """GetEuiccConfiguredAddresses (SGP.22 §5.7.3): defaultDpAddress (when set), rootDsAddress."""
-        _expect_empty(t)
-        body = tlv(0x80, self.state.default_dp_address.encode()) if self.state.default_dp_address else b""
-        return tlv(0xBF3C, body + tlv(0x81, self.state.root_ds_address.encode()))
+        response = {"rootDsAddress": self.state.root_ds_address}
+        if self.state.default_dp_address:
+            response["defaultDpAddress"] = self.state.default_dp_address
+        return response
 
-    def get_rat(self, t: Tlv) -> bytes:
+    def get_rat(self, request: dict) -> dict:
         """GetRAT (SGP.22 §5.7.22): the Rules Authorisation Table."""
-        _expect_empty(t)
-        rules = []
-        for rule in self.state.rat:
-            ops = b"".join(
-                tlv(0x30, tlv(0x80, op.mcc_mnc) + (tlv(0x81, op.gid1) if op.gid1 else b"")
-                    + (tlv(0x82, op.gid2) if op.gid2 else b""))
-                for op in rule.allowed_operators)
-            rules.append(tlv(0x30, tlv(0x80, der.bit_string(PPR_BITS[p] for p in rule.pprs)) + tlv(0xA1, ops)
-                             + tlv(0x82, der.bit_string([0] if rule.consent_required else []))))
-        return tlv(0xBF43, tlv(0xA0, b"".join(rules)))
+        return {"rat": [{
+            "pprIds": named_bits(PPR_BITS[p] for p in rule.pprs),
+            "allowedOperators": [self._operator(op.mcc_mnc, op.gid1, op.gid2) for op in rule.allowed_operators],
+            "pprFlags": named_bits([0] if rule.consent_required else []),
+        } for rule in self.state.rat]}
 
-    def profile_info(self, p: Profile, tags: list[int] | tuple[int, ...]) -> bytes:
-        """ProfileInfo (E3, SGP.22 §5.7.15 / SGP32-ProfileInfo) with the requested tags, in type order."""
-        wanted = set(tags)
-        parts: list[tuple[int, bytes | None]] = [
-            (0x5A, der.encode_iccid(p.iccid)),
-            (0x4F, p.isdp_aid),
-            (0x9F70, der.integer(1 if p.state == "enabled" else 0)),
-            (0x90, p.nickname.encode() if p.nickname else None),
-            (0x91, p.service_provider_name.encode()),
-            (0x92, p.profile_name.encode()),
-            (0x93, der.integer(p.icon_type) if p.icon_type is not None else None),
-            (0x94, p.icon if p.icon_type is not None else None),
-            (0x95, der.integer(CLASS_VALUES[p.profile_class])),
-            (0xB6, b"".join(tlv(0x30, tlv(0x80, notifications.event_bit_string(c.events))
-                                + tlv(0x81, c.address.encode())) for c in p.notification_config)
-             if p.notification_config else None),
-            (0xB7, tlv(0x80, p.owner_mcc_mnc) + (tlv(0x81, p.owner_gid1) if p.owner_gid1 else b"")
-             + (tlv(0x82, p.owner_gid2) if p.owner_gid2 else b"") if p.owner_mcc_mnc else None),
-            (0x99, der.bit_string(PPR_BITS[r] for r in p.policy_rules)),
-            (0x9F26, der.boolean(True) if p.fallback_attribute else None),
-            (0x9F67, der.boolean(p.fallback_allowed) if p.fallback_allowed is not None else None),
-        ]
-        return tlv(0xE3, b"".join(tlv(tag, value) for tag, value in parts if tag in wanted and value is not None))
+    @staticmethod
+    def _operator(mcc_mnc: bytes, gid1: bytes, gid2: bytes) -> dict:
+        """OperatorId (SGP.22 §2.4.4): mccMnc, gid1 and gid2 when set."""
+        operator = {"mccMnc": mcc_mnc}
+        if gid1:
+            operator["gid1"] = gid1
+        if gid2:
+            operator["gid2"] = gid2
+        return operator
 
-    def get_profiles_info(self, t: Tlv) -> bytes:
-        """GetProfilesInfo (SGP.22 §5.7.15): searchCriteria A0 {4F | 5A | 95} and tagList 5C; no match
-        gives an empty list, an unknown criterion or an unreadable tag list incorrectInputValues."""
-        f = der.fields(t, [0xA0, 0x5C])
+    def profile_info(self, p: Profile, tags: set[bytes]) -> dict:
+        """SGP32-ProfileInfo (E3, SGP.22 §5.7.15) with the fields whose tag is in ``tags``."""
+        info = {
+            "iccid": encode_iccid(p.iccid),
+            "isdpAid": p.isdp_aid,
+            "profileState": 1 if p.state == "enabled" else 0,
+            "profileNickname": p.nickname or None,
+            "serviceProviderName": p.service_provider_name,
+            "profileName": p.profile_name,
+            "iconType": p.icon_type,
+            "icon": p.icon if p.icon_type is not None else None,
+            "profileClass": CLASS_VALUES[p.profile_class],
+            "notificationConfigurationInfo": [
+                {"profileManagementOperation": notifications.event_bits(c.events), "notificationAddress": c.address}
+                for c in p.notification_config] or None,
+            "profileOwner": self._operator(p.owner_mcc_mnc, p.owner_gid1, p.owner_gid2) if p.owner_mcc_mnc else None,
+            "profilePolicyRules": named_bits(PPR_BITS[r] for r in p.policy_rules),
+            "fallbackAttribute": True if p.fallback_attribute else None,
+            "fallbackAllowed": p.fallback_allowed,
+        }
+        return {k: v for k, v in info.items() if v is not None and PROFILE_INFO_TAGS[k] in tags}
+
+    def get_profiles_info(self, request: dict) -> tuple[str, Any]:
+        """GetProfilesInfo (SGP.22 §5.7.15): searchCriteria {isdpAid | iccid | profileClass} and tagList;
+        no match gives an empty list, an unknown criterion or an unreadable tag list incorrectInputValues."""
+        incorrect = ("profileInfoListError", INCORRECT_INPUT_VALUES)
         profiles = list(self.state.profiles)
-        if 0xA0 in f:
-            crit = _only_child(f[0xA0])
-            if crit.tag in (0x5A, 0x4F):
-                found = self._find(self.state, crit)
+        if "searchCriteria" in request:
+            kind, value = request["searchCriteria"]
+            if kind in ("iccid", "isdpAid"):
+                found = self._find(self.state, (kind, value))
                 profiles = [found] if found else []
-            elif crit.tag == 0x95:
-                wanted = CLASS_NAMES.get(der.to_int(crit.value))
-                if wanted is None:
-                    return _result(0xBF2D, INCORRECT_INPUT_VALUES, 0x81)
-                profiles = [p for p in profiles if p.profile_class == wanted]
+            elif kind == "profileClass" and value in CLASS_NAMES:
+                profiles = [p for p in profiles if p.profile_class == CLASS_NAMES[value]]
             else:
-                return _result(0xBF2D, INCORRECT_INPUT_VALUES, 0x81)
-        tags: list[int] | tuple[int, ...] = DEFAULT_PROFILE_TAGS
-        if 0x5C in f:
+                return incorrect
+        tags = set(PROFILE_INFO_TAGS.values())
+        if "tagList" in request:
             try:
-                tags = _split_tags(f[0x5C].value)
-            except DerError:
-                return _result(0xBF2D, INCORRECT_INPUT_VALUES, 0x81)
-        return tlv(0xBF2D, tlv(0xA0, b"".join(self.profile_info(p, tags) for p in profiles)))
+                tags = set(_split_tags(request["tagList"]))
+            except MalformedRequest:
+                return incorrect
+        return "profileInfoListOk", [self.profile_info(p, tags) for p in profiles]
 
     # ------------------------------------------------------------------------------------------
     # ES10c: profile management
 
-    def _switch_request(self, t: Tlv) -> tuple[Tlv, bool]:
-        f = der.fields(t, [0xA0, 0x81])
-        if set(f) != {0xA0, 0x81}:
-            raise DerError("profileIdentifier and refreshFlag are mandatory")
-        return _only_child(f[0xA0]), der.to_bool(f[0x81].value)
-
-    def enable_profile(self, t: Tlv) -> bytes:
+    def enable_profile(self, request: dict) -> dict:
         """EnableProfile (SGP.22 §5.7.16, §3.2.1): disables the enabled profile, enables the target,
         generates the disable and enable notifications, persists, then REFRESHes when refreshFlag is set."""
-        ident, refresh = self._switch_request(t)
+        refresh = request["refreshFlag"]
         draft = self._draft()
-        target = self._find(draft, ident)
+        target = self._find(draft, request["profileIdentifier"])
         if target is None:
-            return _result(0xBF31, ICCID_OR_AID_NOT_FOUND)
+            return {"enableResult": ICCID_OR_AID_NOT_FOUND}
         if target.state == "enabled":
-            return _result(0xBF31, PROFILE_NOT_IN_DISABLED_STATE)
+            return {"enableResult": PROFILE_NOT_IN_DISABLED_STATE}
         if self.pending_refresh and self._just_disabled == target.iccid:
-            return _result(0xBF31, WRONG_PROFILE_REENABLING)
+            return {"enableResult": WRONG_PROFILE_REENABLING}
         current = draft.enabled_profile()
         if current is not None and "ppr1" in current.policy_rules:
-            return _result(0xBF31, DISALLOWED_BY_POLICY)
+            return {"enableResult": DISALLOWED_BY_POLICY}
         if refresh and self.cat_busy:
-            return _result(0xBF31, CAT_BUSY)
+            return {"enableResult": CAT_BUSY}
         if current is not None:
             current.state = "disabled"
             notifications.create(draft, self._key, current, "disable")
@@ -441,77 +531,70 @@ class IsdR:
         self._just_disabled = current.iccid if current else None
         if refresh:
             self._refresh(RefreshRequest("enable", target.iccid, current.iccid if current else None))
-        return _result(0xBF31, OK)
+        return {"enableResult": OK}
 
-    def disable_profile(self, t: Tlv) -> bytes:
+    def disable_profile(self, request: dict) -> dict:
         """DisableProfile (SGP.22 §5.7.17, §3.2.2): PPR1 forbids it; generates the disable notification."""
-        ident, refresh = self._switch_request(t)
+        refresh = request["refreshFlag"]
         draft = self._draft()
-        target = self._find(draft, ident)
+        target = self._find(draft, request["profileIdentifier"])
         if target is None:
-            return _result(0xBF32, ICCID_OR_AID_NOT_FOUND)
+            return {"disableResult": ICCID_OR_AID_NOT_FOUND}
         if target.state != "enabled":
-            return _result(0xBF32, PROFILE_NOT_IN_ENABLED_STATE)
+            return {"disableResult": PROFILE_NOT_IN_ENABLED_STATE}
         if "ppr1" in target.policy_rules:
-            return _result(0xBF32, DISALLOWED_BY_POLICY)
+            return {"disableResult": DISALLOWED_BY_POLICY}
         if refresh and self.cat_busy:
-            return _result(0xBF32, CAT_BUSY)
+            return {"disableResult": CAT_BUSY}
         target.state = "disabled"
         notifications.create(draft, self._key, target, "disable")
         self._commit(draft)
         self._just_disabled = target.iccid
         if refresh:
             self._refresh(RefreshRequest("disable", None, target.iccid))
-        return _result(0xBF32, OK)
+        return {"disableResult": OK}
 
-    def delete_profile(self, t: Tlv) -> bytes:
+    def delete_profile(self, request: tuple[str, Any]) -> dict:
         """DeleteProfile (SGP.22 §5.7.18, §3.2.3): only a disabled profile; PPR2 and the SGP.32 Fallback
         Attribute forbid it (disallowedByPolicy); generates the delete notification."""
-        ident = _only_child(t)
         draft = self._draft()
-        target = self._find(draft, ident)
+        target = self._find(draft, request)
         if target is None:
-            return _result(0xBF33, ICCID_OR_AID_NOT_FOUND)
+            return {"deleteResult": ICCID_OR_AID_NOT_FOUND}
         if target.state == "enabled":
-            return _result(0xBF33, PROFILE_NOT_IN_DISABLED_STATE)
+            return {"deleteResult": PROFILE_NOT_IN_DISABLED_STATE}
         if "ppr2" in target.policy_rules or target.fallback_attribute:
-            return _result(0xBF33, DISALLOWED_BY_POLICY)
+            return {"deleteResult": DISALLOWED_BY_POLICY}
         notifications.create(draft, self._key, target, "delete")
         draft.profiles.remove(target)
         if draft.rollback_iccid == target.iccid:
             draft.rollback_iccid = ""
         self._commit(draft)
-        return _result(0xBF33, OK)
+        return {"deleteResult": OK}
 
-    def set_nickname(self, t: Tlv) -> bytes:
-        """SetNickname (SGP.22 §5.7.21): iccid 5A, profileNickname 90 (0..64 bytes)."""
-        f = der.fields(t, [0x5A, 0x90])
-        if set(f) != {0x5A, 0x90}:
-            raise DerError("iccid and profileNickname are mandatory")
-        nickname = der.utf8(f[0x90].value)
-        if len(f[0x90].value) > 64:
-            raise DerError("profileNickname longer than 64 bytes")
+    def set_nickname(self, request: dict) -> dict:
+        """SetNickname (SGP.22 §5.7.21): iccid, profileNickname (0..64 bytes)."""
+        iccid = _iccid(request["iccid"])
+        nickname = request["profileNickname"]
+        if len(nickname.encode()) > 64:
+            raise MalformedRequest("profileNickname longer than 64 bytes")
         draft = self._draft()
-        target = draft.profile(der.decode_iccid(f[0x5A].value))
+        target = draft.profile(iccid)
         if target is None:
-            return _result(0xBF29, ICCID_OR_AID_NOT_FOUND)
+            return {"setNicknameResult": ICCID_OR_AID_NOT_FOUND}
         target.nickname = nickname
         self._commit(draft)
-        return _result(0xBF29, OK)
+        return {"setNicknameResult": OK}
 
-    def memory_reset(self, t: Tlv) -> bytes:
+    def memory_reset(self, request: dict, *, sgp32: bool) -> dict:
         """eUICCMemoryReset (SGP.22 §5.7.19, BF34) and SGP32-eUICCMemoryReset (SGP.32 v1.2, BF64).
 
         resetOptions bits: 0 operational profiles, 1 field-loaded test profiles, 2 default SM-DP+ address;
         BF64 only: 3 pre-loaded test profiles, 4 provisioning profiles, 5 eIM configuration data (result
-        resetEimResult [1]), 6 immediate enable configuration (resetImmediateEnableConfigResult [2]).
+        resetEimResult), 6 immediate enable configuration (resetImmediateEnableConfigResult).
         A deleted enabled profile triggers a REFRESH; catBusy when that REFRESH cannot be sent.
         """
-        f = der.fields(t, [0x82])
-        if 0x82 not in f:
-            raise DerError("resetOptions is mandatory")
-        options = der.to_bits(f[0x82].value)
-        sgp32 = t.tag == 0xBF64
+        options = bit_numbers(request["resetOptions"])
         if not sgp32:
             options &= {0, 1, 2}
         draft = self._draft()
@@ -526,259 +609,222 @@ class IsdR:
         removed = [p for p in draft.profiles if doomed(p)]
         enabled_removed = next((p for p in removed if p.state == "enabled"), None)
         if enabled_removed is not None and self.cat_busy:
-            return _result(t.tag, CAT_BUSY)
+            return {"resetResult": CAT_BUSY}
         changed = bool(removed)
         draft.profiles = [p for p in draft.profiles if not doomed(p)]
         if 2 in options and draft.default_dp_address:
             draft.default_dp_address = ""
             changed = True
-        extra = b""
+        response = {}
         if 5 in options:
-            eim_result = OK if draft.eims else NOTHING_TO_DELETE
+            response["resetEimResult"] = OK if draft.eims else NOTHING_TO_DELETE
             changed = changed or bool(draft.eims)
             draft.eims = []
-            extra += tlv(0x81, der.integer(eim_result))
         if 6 in options:
             changed = changed or draft.immediate_enable or bool(draft.default_smdp_for_immediate)
             draft.immediate_enable = False
             draft.default_smdp_for_immediate = ""
-            extra += tlv(0x82, der.integer(OK))
+            response["resetImmediateEnableConfigResult"] = OK
         if not changed:
-            return tlv(t.tag, tlv(0x80, der.integer(NOTHING_TO_DELETE)) + extra)
+            return {"resetResult": NOTHING_TO_DELETE, **response}
         if any(p.iccid == draft.rollback_iccid for p in removed):
             draft.rollback_iccid = ""
         self._commit(draft)
         if enabled_removed is not None:
             self._just_disabled = None
             self._refresh(RefreshRequest("memory-reset", None, enabled_removed.iccid))
-        return tlv(t.tag, tlv(0x80, der.integer(OK)) + extra)
+        return {"resetResult": OK, **response}
 
     # ------------------------------------------------------------------------------------------
     # ES10b: notifications
 
-    def list_notification(self, t: Tlv) -> bytes:
+    def list_notification(self, request: dict) -> tuple[str, Any]:
         """ListNotification (SGP.22 §5.7.9): NotificationMetadata of the pending notifications, optionally
-        only those whose event is set in profileManagementOperation [1]."""
-        f = der.fields(t, [0x81])
-        events = None
-        if 0x81 in f:
-            events = {notifications.BIT_EVENTS[b] for b in der.to_bits(f[0x81].value) if b in notifications.BIT_EVENTS}
-        items = [notifications.metadata_of(n) for n in self.state.notifications
-                 if events is None or notifications.matches(n, events)]
-        return tlv(0xBF28, tlv(0xA0, b"".join(items)))
-
-    def retrieve_notifications_list(self, t: Tlv) -> bytes:
-        """RetrieveNotificationsList (SGP.22 §5.7.10, SGP.32 v1.2 SGP32-RetrieveNotificationsListRequest):
-        searchCriteria A0 { seqNumber 80 | profileManagementOperation 81 | euiccPackageResults 82 };
-        notifications come as notificationList A0, stored eUICC Package Results as A2."""
-        f = der.fields(t, [0xA0])
+        only those whose event is set in profileManagementOperation."""
         notes = self.state.notifications
-        if 0xA0 in f:
-            crit = _only_child(f[0xA0])
-            if crit.tag == 0x80:
-                seq = der.to_int(crit.value)
-                notes = [n for n in notes if n.seq_number == seq]
-            elif crit.tag == 0x81:
-                events = {notifications.BIT_EVENTS[b] for b in der.to_bits(crit.value)
-                          if b in notifications.BIT_EVENTS}
-                notes = [n for n in notes if notifications.matches(n, events)]
-            elif crit.tag == 0x82:
-                der.to_null(crit.value)
-                return tlv(0xBF2B, tlv(0xA2, b"".join(r.der for r in self.state.package_results)))
-            else:
-                raise DerError(f"unknown searchCriteria {crit.tag:X}")
-        return tlv(0xBF2B, tlv(0xA0, b"".join(n.der for n in notes)))
+        if "profileManagementOperation" in request:
+            events = notifications.events_of(request["profileManagementOperation"])
+            notes = [n for n in notes if notifications.matches(n, events)]
+        return "notificationMetadataList", [notifications.metadata_of(n) for n in notes]
 
-    def remove_notification(self, t: Tlv) -> bytes:
+    def retrieve_notifications_list(self, request: dict) -> tuple[str, Any]:
+        """RetrieveNotificationsList (SGP.22 §5.7.10, SGP.32 v1.2 SGP32-RetrieveNotificationsListRequest):
+        searchCriteria {seqNumber | profileManagementOperation | euiccPackageResults}; notifications come
+        as notificationList, stored eUICC Package Results as euiccPackageResultList."""
+        notes = self.state.notifications
+        if "searchCriteria" in request:
+            kind, value = request["searchCriteria"]
+            if kind == "seqNumber":
+                notes = [n for n in notes if n.seq_number == value]
+            elif kind == "profileManagementOperation":
+                events = notifications.events_of(value)
+                notes = [n for n in notes if notifications.matches(n, events)]
+            elif kind == "euiccPackageResults":
+                return "euiccPackageResultList", [decode_exact("EuiccPackageResult", r.der)
+                                                  for r in self.state.package_results]
+            else:
+                raise MalformedRequest("unknown searchCriteria")
+        return "notificationList", [notifications.pending(n) for n in notes]
+
+    def remove_notification(self, request: dict) -> dict:
         """RemoveNotificationFromList / NotificationSent (SGP.22 §5.7.11): removes the pending notification
-        with seqNumber [0]; SGP.32 also acknowledges a stored eUICC Package Result by its seqNumber."""
-        f = der.fields(t, [0x80])
-        if 0x80 not in f:
-            raise DerError("seqNumber is mandatory")
-        seq = der.to_int(f[0x80].value)
+        with seqNumber; SGP.32 also acknowledges a stored eUICC Package Result by its seqNumber."""
+        seq = request["seqNumber"]
         draft = self._draft()
         before = (len(draft.notifications), len(draft.package_results))
         draft.notifications = [n for n in draft.notifications if n.seq_number != seq]
         if len(draft.notifications) == before[0]:
             draft.package_results = [r for r in draft.package_results if r.seq_number != seq]
         if (len(draft.notifications), len(draft.package_results)) == before:
-            return _result(0xBF30, NOTHING_TO_DELETE)
+            return {"deleteNotificationStatus": NOTHING_TO_DELETE}
         self._commit(draft)
-        return _result(0xBF30, OK)
+        return {"deleteNotificationStatus": OK}
 
     # ------------------------------------------------------------------------------------------
     # ES10a: addresses
 
-    def set_default_dp_address(self, t: Tlv) -> bytes:
+    def set_default_dp_address(self, request: dict) -> dict:
         """SetDefaultDpAddress (SGP.22 §5.7.4, BF3F; SGP.32 v1.2 BF65): an empty address removes it."""
-        f = der.fields(t, [0x80])
-        if 0x80 not in f:
-            raise DerError("defaultDpAddress is mandatory")
-        address = der.utf8(f[0x80].value)
         draft = self._draft()
-        draft.default_dp_address = address
+        draft.default_dp_address = request["defaultDpAddress"]
         self._commit(draft)
-        return _result(t.tag, OK)
+        return {"setDefaultDpAddressResult": OK}
 
     # ------------------------------------------------------------------------------------------
     # SGP.32: eIM configuration and certificates
 
-    def eim_configuration(self, e: EimConfig, *, with_token: bool = False) -> bytes:
+    def eim_configuration(self, e: EimConfig, *, with_token: bool = False) -> dict:
         """EimConfigurationData (SGP.32 v1.2) of a stored eIM, without its associationToken."""
-        parts = [tlv(0x80, e.eim_id.encode())]
+        config: dict[str, Any] = {"eimId": e.eim_id, "counterValue": e.counter_value}
         if e.eim_fqdn:
-            parts.append(tlv(0x81, e.eim_fqdn.encode()))
+            config["eimFqdn"] = e.eim_fqdn
         if e.eim_id_type is not None:
-            parts.append(tlv(0x82, der.integer(e.eim_id_type)))
-        parts.append(tlv(0x83, der.integer(e.counter_value)))
+            config["eimIdType"] = e.eim_id_type
         if with_token and e.association_token is not None:
-            parts.append(tlv(0x84, der.integer(e.association_token)))
+            config["associationToken"] = e.association_token
         if e.eim_public_key:
-            parts.append(tlv(0xA5, _implicit(0xA0, e.eim_public_key)))
+            config["eimPublicKeyData"] = ("eimPublicKey", decode_exact("SubjectPublicKeyInfo", e.eim_public_key))
         elif e.eim_certificate:
-            parts.append(tlv(0xA5, _implicit(0xA1, e.eim_certificate)))
+            config["eimPublicKeyData"] = ("eimCertificate", certificate(e.eim_certificate))
         if e.trusted_tls_key:
-            parts.append(tlv(0xA6, e.trusted_tls_key))
+            config["trustedPublicKeyDataTls"] = _tls_key(e.trusted_tls_key)
         if e.supported_protocols:
-            parts.append(tlv(0x87, e.supported_protocols))
+            config["eimSupportedProtocol"] = bit_string_value(e.supported_protocols)
         if e.euicc_ci_pkid:
-            parts.append(tlv(0x88, e.euicc_ci_pkid))
+            config["euiccCiPKId"] = e.euicc_ci_pkid
         if e.indirect_profile_download:
-            parts.append(tlv(0x89))
-        return tlv(0x30, b"".join(parts))
+            config["indirectProfileDownload"] = None
+        return config
 
-    def get_eim_configuration_data(self, t: Tlv) -> bytes:
+    def get_eim_configuration_data(self, request: dict) -> dict:
         """GetEimConfigurationData (SGP.32 v1.2 ES10b): all eIMs, or the one with searchCriteria eimId."""
-        f = der.fields(t, [0xA0])
         eims = self.state.eims
-        if 0xA0 in f:
-            crit = _only_child(f[0xA0])
-            if crit.tag != 0x80:
-                raise DerError("searchCriteria must be eimId [0]")
-            eim_id = der.utf8(crit.value)
+        if "searchCriteria" in request:
+            kind, eim_id = request["searchCriteria"]
+            if kind != "eimId":
+                raise MalformedRequest("searchCriteria must be eimId")
             eims = [e for e in eims if e.eim_id == eim_id]
-        return tlv(0xBF55, tlv(0xA0, b"".join(self.eim_configuration(e) for e in eims)))
+        return {"eimConfigurationDataList": [self.eim_configuration(e) for e in eims]}
 
-    def _parse_eim(self, t: Tlv) -> EimConfig | int:
-        """One EimConfigurationData of AddInitialEim, or the AddInitialEimError code it deserves."""
-        if t.tag != 0x30:
-            raise DerError("EimConfigurationData must be a SEQUENCE")
-        f = der.fields(t, [0x80, 0x81, 0x82, 0x83, 0x84, 0xA5, 0xA6, 0x87, 0x88, 0x89])
-        if 0x80 not in f:
+    def _parse_eim(self, value: dict) -> EimConfig | int:
+        """One EimConfigurationData of AddInitialEim, or the AddInitialEimError code it deserves.
+
+        The key data and trustedPublicKeyDataTls are kept as the DER of the SubjectPublicKeyInfo or
+        Certificate (the codec's encoding of the decoded value: the bytes received, the request being DER)."""
+        eim_id = value["eimId"]
+        if not 1 <= len(eim_id.encode()) <= 128:
             return COMMAND_ERROR
-        eim_id = der.utf8(f[0x80].value)
-        if not 1 <= len(f[0x80].value) <= 128:
-            return COMMAND_ERROR
-        config = EimConfig(eim_id=eim_id, eim_fqdn=der.utf8(f[0x81].value) if 0x81 in f else "")
-        if 0x82 in f:
-            config.eim_id_type = der.to_int(f[0x82].value)
+        config = EimConfig(eim_id=eim_id, eim_fqdn=value.get("eimFqdn", ""))
+        if "eimIdType" in value:
+            config.eim_id_type = value["eimIdType"]
             if config.eim_id_type not in (1, 2, 3):
                 return COMMAND_ERROR
-        counter = der.to_int(f[0x83].value) if 0x83 in f else 0
-        if not 0 <= counter <= COUNTER_MAX:
+        config.counter_value = value.get("counterValue", 0)
+        if not 0 <= config.counter_value <= COUNTER_MAX:
             return COUNTER_VALUE_OUT_OF_RANGE
-        config.counter_value = counter
-        if 0xA5 not in f:
-            return COMMAND_ERROR
-        key_data = _only_child(f[0xA5])
-        encoded = tlv(0x30, key_data.value)
+        kind, key_data = value.get("eimPublicKeyData", (None, None))
         try:
-            if key_data.tag == 0xA0:
-                key = serialization.load_der_public_key(encoded)
-                config.eim_public_key = encoded
-            elif key_data.tag == 0xA1:
-                key = x509.load_der_x509_certificate(encoded).public_key()
-                config.eim_certificate = encoded
+            if kind == "eimPublicKey":
+                config.eim_public_key = asn1.encode("SubjectPublicKeyInfo", key_data)
+                key = serialization.load_der_public_key(config.eim_public_key)
+            elif kind == "eimCertificate":
+                config.eim_certificate = asn1.encode("Certificate", key_data)
+                key = x509.load_der_x509_certificate(config.eim_certificate).public_key()
             else:
                 return COMMAND_ERROR
-        except ValueError:
+            if "trustedPublicKeyDataTls" in value:
+                kind, tls_data = value["trustedPublicKeyDataTls"]
+                if kind not in ("trustedEimPkTls", "trustedCertificateTls"):
+                    return COMMAND_ERROR
+                type_name = "SubjectPublicKeyInfo" if kind == "trustedEimPkTls" else "Certificate"
+                config.trusted_tls_key = asn1.encode(type_name, tls_data)
+        except (ValueError, UnsupportedAlgorithm):
             return COMMAND_ERROR
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in ("secp256r1", "brainpoolP256r1"):
             return COMMAND_ERROR
-        if 0xA6 in f:
-            tls_data = _only_child(f[0xA6])
-            if tls_data.tag not in (0xA0, 0xA1):
-                return COMMAND_ERROR
-            config.trusted_tls_key = tls_data.raw
-        if 0x87 in f:
-            der.to_bits(f[0x87].value)
-            config.supported_protocols = f[0x87].value
-        if 0x88 in f:
-            if f[0x88].value not in self.ci_pkids_signing:
+        if "eimSupportedProtocol" in value:
+            config.supported_protocols = stored_bit_string("EimSupportedProtocol", value["eimSupportedProtocol"])
+        if "euiccCiPKId" in value:
+            if value["euiccCiPKId"] not in self.ci_pkids_signing:
                 return CI_PK_UNKNOWN
-            config.euicc_ci_pkid = f[0x88].value
-        if 0x89 in f:
-            der.to_null(f[0x89].value)
-            config.indirect_profile_download = True
-        if 0x84 in f:
-            der.to_int(f[0x84].value)
+            config.euicc_ci_pkid = value["euiccCiPKId"]
+        config.indirect_profile_download = "indirectProfileDownload" in value
+        if "associationToken" in value:
             config.association_token = -1
         return config
 
-    def add_initial_eim(self, t: Tlv) -> bytes:
+    def add_initial_eim(self, request: dict) -> tuple[str, Any]:
         """AddInitialEim (SGP.32 v1.2 ES10b): accepted only while no eIM is associated; each entry answers
-        addOk (NULL) or, when associationToken [4] is present in the request, the token the eUICC assigns.
+        addOk (NULL) or, when associationToken is present in the request, the token the eUICC assigns.
         Errors: insufficientMemory 1, associatedEimAlreadyExists 2, ciPKUnknown 3,
         counterValueOutOfRange 6, commandError 7."""
-        f = der.fields(t, [0xA0])
-        if 0xA0 not in f:
-            raise DerError("eimConfigurationDataList is mandatory")
-        entries = f[0xA0].children()
-        parsed = [self._parse_eim(entry) for entry in entries]
+        parsed = [self._parse_eim(entry) for entry in request["eimConfigurationDataList"]]
         if self.state.eims:
-            return _result(0xBF57, ASSOCIATED_EIM_ALREADY_EXISTS, 0x81)
+            return "addInitialEimError", ASSOCIATED_EIM_ALREADY_EXISTS
         error = next((p for p in parsed if isinstance(p, int)), None)
         if error is not None:
-            return _result(0xBF57, error, 0x81)
+            return "addInitialEimError", error
         configs = [p for p in parsed if isinstance(p, EimConfig)]
         if not configs or len({c.eim_id for c in configs}) != len(configs):
-            return _result(0xBF57, COMMAND_ERROR, 0x81)
+            return "addInitialEimError", COMMAND_ERROR
         if len(configs) > MAX_EIMS:
-            return _result(0xBF57, INSUFFICIENT_MEMORY, 0x81)
+            return "addInitialEimError", INSUFFICIENT_MEMORY
         draft = self._draft()
         answers = []
         for config in configs:
             if config.association_token is not None:
                 config.association_token = draft.next_association_token
                 draft.next_association_token += 1
-                answers.append(tlv(0x84, der.integer(config.association_token)))
+                answers.append(("associationToken", config.association_token))
             else:
-                answers.append(tlv(0x05))
+                answers.append(("addOk", None))
             draft.eims.append(config)
         self._commit(draft)
-        return tlv(0xBF57, tlv(0xA0, b"".join(answers)))
+        return "addInitialEimOk", answers
 
-    def get_certs(self, t: Tlv) -> bytes:
-        """GetCerts (SGP.32 v1.2 ES10b): eumCertificate [5] and euiccCertificate [6] of the chain for the
+    def get_certs(self, request: dict) -> tuple[str, Any]:
+        """GetCerts (SGP.32 v1.2 ES10b): eumCertificate and euiccCertificate of the chain for the
         requested CI PKId (invalidCiPKId 1 when the eUICC has none for it)."""
-        f = der.fields(t, [0x80])
-        if 0x80 in f and f[0x80].value not in self.ci_pkids_signing:
-            return _result(0xBF56, INVALID_CI_PKID, 0x81)
-        certs = _implicit(0xA5, self.state.eum_cert) + _implicit(0xA6, self.state.euicc_cert)
-        return tlv(0xBF56, tlv(0xA0, certs))
+        if "euiccCiPKId" in request and request["euiccCiPKId"] not in self.ci_pkids_signing:
+            return "getCertsError", INVALID_CI_PKID
+        return "certs", {"eumCertificate": certificate(self.state.eum_cert),
+                         "euiccCertificate": certificate(self.state.euicc_cert)}
 
     # ------------------------------------------------------------------------------------------
     # ES10b: profile download (the download session comes with the SM-DP+ issue)
 
-    def prepare_download(self, t: Tlv) -> bytes:
+    def prepare_download(self, command: bytes) -> tuple[str, Any]:
         """PrepareDownload (SGP.22 §5.7.5) without an authenticated session: downloadResponseError
-        {transactionId, noSessionContext 4}."""
-        kids = t.children()
-        if not kids or kids[0].tag != 0x30:
-            raise DerError("smdpSigned2 expected")
-        signed = der.fields(kids[0], [0x80, 0x01, 0x5F49])
-        if 0x80 not in signed or not 1 <= len(signed[0x80].value) <= 16:
-            raise DerError("transactionId expected")
-        error = tlv(0x80, signed[0x80].value) + tlv(0x02, der.integer(NO_SESSION_CONTEXT))
-        return tlv(0xBF21, tlv(0xA1, error))
+        {transactionId, noSessionContext 4}. Only smdpSigned2 is decoded (for its transactionId): with no
+        session there is nothing to verify the signature and certificate against."""
+        children = asn1.parse_single(command).children()
+        if not children or children[0].tag != b"\x30":
+            raise MalformedRequest("smdpSigned2 expected")
+        transaction_id = _decode_request("SmdpSigned2", children[0].raw)["transactionId"]
+        if not 1 <= len(transaction_id) <= 16:
+            raise MalformedRequest("transactionId must be 1..16 bytes")
+        return "downloadResponseError", {"transactionId": transaction_id, "downloadErrorCode": NO_SESSION_CONTEXT}
 
-    def cancel_session(self, t: Tlv) -> bytes:
+    def cancel_session(self, request: dict) -> tuple[str, Any]:
         """CancelSession (SGP.22 §5.7.14) without a session: cancelSessionResponseError invalidTransactionId."""
-        f = der.fields(t, [0x80, 0x81])
-        if set(f) != {0x80, 0x81}:
-            raise DerError("transactionId and reason are mandatory")
-        return _result(0xBF41, INVALID_TRANSACTION_ID, 0x81)
-
-    def not_available(self, t: Tlv) -> bytes:
-        """Functions of the profile download and eUICC Package issues, not built yet: SW 6A88."""
-        raise CardStatus(SW_NOT_FOUND, f"{self.functions[t.tag].name} is not available yet")
+        return "cancelSessionResponseError", INVALID_TRANSACTION_ID
