@@ -12,8 +12,8 @@ import pytest
 from smartcard.CardConnection import CardConnection
 from smartcard.System import readers
 
-from sgp32hil.drivers.virtual.euicc import der
 from sgp32hil.drivers.virtual.euicc.card import ISD_R_AID
+from sgp32hil.drivers.virtual.euicc.factory import decode_iccid
 from sgp32hil.drivers.virtual.euicc.service import SoftEuicc
 from sgp32hil.harness import asn1, pki
 
@@ -80,7 +80,7 @@ def test_lpa_reads_eid_profiles_and_info(vpcd_card, tmp_path, pkiset):
             eid = lpa_es10(connection, channel, bytes.fromhex("BF3E035C015A"))
             assert eid == bytes.fromhex("BF3E125A10") + bytes.fromhex(euicc.eid)
             _, profiles = asn1.decode("SGP32-ProfileInfoListResponse", lpa_es10(connection, channel, b"\xBF\x2D\x00"))
-            assert [(der.decode_iccid(p["iccid"]), p["profileState"]) for p in profiles] == \
+            assert [(decode_iccid(p["iccid"]), p["profileState"]) for p in profiles] == \
                 [(euicc.state.profiles[0].iccid, 1)]
             info2 = asn1.decode("SGP32-EUICCInfo2", lpa_es10(connection, channel, bytes.fromhex("BF2200")))
             assert info2["ipaMode"] == 0

@@ -513,3 +513,24 @@ def test_random_bytes_behind_a_valid_tag(data):
             decode(type_name, der)
         except Asn1Error:
             pass
+
+
+HANG_PROBE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))
+from sgp32hil.harness import asn1
+try:
+    asn1.decode("AddInitialEimRequest", bytes.fromhex("BF5704A0020400"))
+except asn1.Asn1Error as exc:
+    print("rejected:", exc)
+"""
+
+
+def test_sequence_of_with_a_foreign_element_is_rejected_not_looped():
+    """asn1tools issue #180: a SEQUENCE OF element with the wrong tag must not loop allocating memory."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", HANG_PROBE], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.startswith("rejected:")

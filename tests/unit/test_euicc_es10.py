@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sgp32hil.drivers.apdu.base import transceive
-from sgp32hil.drivers.virtual.euicc import der
 from sgp32hil.drivers.virtual.euicc.card import ISD_R_AID
-from sgp32hil.drivers.virtual.euicc.der import tlv
 from sgp32hil.drivers.virtual.euicc.factory import BootstrapSpec, factory_state, luhn_valid, make_iccid
 from sgp32hil.drivers.virtual.euicc.provisioning import ProvisioningError, load_profiles
 from sgp32hil.drivers.virtual.euicc.service import SoftEuicc, in_process
 from sgp32hil.drivers.virtual.euicc.state import StateError, StateStore, dumps
 from sgp32hil.harness import asn1, pki
+from tests import der_vectors as der
+from tests.der_vectors import tlv
 
 ICCID2 = make_iccid("890010100000000002")
 ICCID3 = make_iccid("890010100000000003")

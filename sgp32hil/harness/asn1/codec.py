@@ -14,6 +14,7 @@ from typing import Any
 import asn1tools
 from asn1tools.codecs import ber as _asn1_ber
 from asn1tools.codecs import compiler as _asn1_compiler
+from asn1tools.codecs import der as _asn1_der
 
 MODULE_DIR = Path(__file__).resolve().parent
 MODULE_FILES = (
@@ -45,6 +46,25 @@ def _decode_object_identifier(data, offset, end_offset):
 
 
 _asn1_ber.decode_object_identifier = _decode_object_identifier
+
+
+def _decode_sequence_of(self, data, offset, length):
+    """DER SEQUENCE OF / SET OF content with the element check asn1tools' BER codec has.
+
+    asn1tools 0.169's DER ``ArrayType`` loops forever, allocating without bound, when an element has an
+    unexpected tag (eerimoq/asn1tools issue #180): seven bytes such as AddInitialEimRequest
+    ``BF5704A0020400`` exhaust the host's memory. Every DER peer (APDU, ESipa, ES9+ blobs) reaches this.
+    """
+    decoded = []
+    start = offset
+    while offset - start < length:
+        element, offset = self.element_type.decode(data, offset)
+        _asn1_ber.check_decode_error(self.element_type, element, data, offset)
+        decoded.append(element)
+    return decoded, offset
+
+
+_asn1_der.ArrayType.decode_content = _decode_sequence_of
 
 _lock = threading.Lock()
 _spec = None

@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asn1tools.codecs import ber as _asn1tools_ber
-from asn1tools.codecs import der as _asn1tools_der
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -98,25 +96,6 @@ PROFILE_INFO_TAGS = {
     "profileClass": b"\x95", "notificationConfigurationInfo": b"\xb6", "profileOwner": b"\xb7",
     "profilePolicyRules": b"\x99", "fallbackAttribute": b"\x9f\x26", "fallbackAllowed": b"\x9f\x67",
 }
-
-
-def _decode_sequence_of(self, data, offset, length):
-    """asn1tools 0.169 DER ``ArrayType.decode_content`` with the element check of its BER codec.
-
-    Without it a SEQUENCE OF / SET OF element with an unexpected tag loops forever, allocating without
-    bound (eerimoq/asn1tools issue #180): seven bytes of AddInitialEimRequest ``BF5704A0020400`` exhaust
-    the host's memory. The fix belongs in :mod:`sgp32hil.harness.asn1.codec`; remove it here once it is there.
-    """
-    decoded = []
-    start = offset
-    while offset - start < length:
-        element, offset = self.element_type.decode(data, offset)
-        _asn1tools_ber.check_decode_error(self.element_type, element, data, offset)
-        decoded.append(element)
-    return decoded, offset
-
-
-_asn1tools_der.ArrayType.decode_content = _decode_sequence_of
 
 
 class MalformedRequest(ValueError):

@@ -24,8 +24,7 @@ from typing import Any
 
 import yaml
 
-from . import der
-from .factory import luhn_valid, plmn_bytes
+from .factory import encode_iccid, luhn_valid, plmn_bytes
 from .state import EuiccState, NotificationConfig, Profile
 
 CLASSES = ("test", "provisioning", "operational")
@@ -139,7 +138,7 @@ def apply(state: EuiccState, profiles: list[Profile], source: str = "provisionin
         if p.iccid in seen:
             raise ProvisioningError(f"{source}: ICCID {p.iccid} appears twice")
         seen.add(p.iccid)
-        der.encode_iccid(p.iccid)
+        encode_iccid(p.iccid)
     if enabled:
         for p in state.profiles:
             p.state = "disabled"

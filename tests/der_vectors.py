@@ -1,4 +1,7 @@
-"""Strict DER tag-length-value helpers for the ES10 layer of the software eUICC.
+"""Test-only builder for hand-assembled DER vectors (the software eUICC itself uses harness/asn1).
+
+Tests assemble requests byte by byte with these helpers so that the eUICC is checked against DER that
+did not come from the codec it uses.  Original notes:
 
 The ISD-R must answer with exact DER (ITU-T X.690 §10) and must reject what is not DER, whatever
 ASN.1 codec the harness uses elsewhere: signatures (SGP.22 §3.5 notifications) cover the exact bytes
