@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hardware-in-the-loop test and conformance harness for GSMA SGP.32 (IoT eSIM).",
         epilog="Run 'sgp32-hil COMMAND --help' for the options of a command.",
     )
+    p.add_argument("--log-level", default=os.environ.get("SGP32HIL_LOG", "warning"),
+                   choices=["debug", "info", "warning", "error"],
+                   help="diagnostic messages on stderr (default: warning, or $SGP32HIL_LOG)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sp = sub.add_parser(
@@ -288,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..drivers.apdu.base import ApduError, TransportError
 
     try:
