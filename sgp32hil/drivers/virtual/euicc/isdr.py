@@ -25,7 +25,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -39,6 +39,9 @@ from .card import CardStatus, ResetKind
 from .factory import bit_numbers, bit_string_value, decode_iccid, encode_iccid, named_bits, stored_bit_string
 from .notifications import certificate, decode_exact
 from .state import EimConfig, EuiccState, Profile, StateStore
+
+if TYPE_CHECKING:
+    from .download import DownloadSession
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +90,6 @@ CI_PK_UNKNOWN = 3
 COUNTER_VALUE_OUT_OF_RANGE = 6
 COMMAND_ERROR = 7
 INVALID_CI_PKID = 1
-NO_SESSION_CONTEXT = 4
-INVALID_TRANSACTION_ID = 5
 
 PROFILE_INFO_TAGS = {
     "iccid": b"\x5a", "isdpAid": b"\x4f", "profileState": b"\x9f\x70", "profileNickname": b"\x90",
@@ -113,9 +114,11 @@ class RefreshRequest:
 
 @dataclass
 class Session:
-    """Volatile ISD-R data, lost on reset (SGP.22 §5.7.10 challenge; later the download session)."""
+    """Volatile ISD-R data, lost on reset (SGP.22 §5.7.10 challenge, the download session of
+    :mod:`.download`)."""
 
     euicc_challenge: bytes | None = None
+    download: DownloadSession | None = None
 
 
 @dataclass(frozen=True)
@@ -289,12 +292,18 @@ class IsdR:
         add("AddInitialEim", "AddInitialEimRequest", "AddInitialEimResponse", self.add_initial_eim,
             ("addInitialEimError", UNDEFINED_ERROR))
         add("GetCerts", "GetCertsRequest", "GetCertsResponse", self.get_certs, ("getCertsError", UNDEFINED_ERROR))
-        add("PrepareDownload", "PrepareDownloadRequest", "SGP32-PrepareDownloadResponse", self.prepare_download,
-            raw=True)
-        add("CancelSession", "CancelSessionRequest", "CancelSessionResponse", self.cancel_session,
+        from .download import SEGMENT_TAGS, Downloader
+
+        self.download = Downloader(self)
+        add("AuthenticateServer", "AuthenticateServerRequest", "SGP32-AuthenticateServerResponse",
+            self.download.authenticate_server, raw=True)
+        add("PrepareDownload", "PrepareDownloadRequest", "SGP32-PrepareDownloadResponse",
+            self.download.prepare_download, raw=True)
+        add("CancelSession", "CancelSessionRequest", "CancelSessionResponse", self.download.cancel_session,
             ("cancelSessionResponseError", UNDEFINED_ERROR))
-        add("AuthenticateServer", "AuthenticateServerRequest", None)
-        add("LoadBoundProfilePackage", "BoundProfilePackage", None)
+        add("LoadBoundProfilePackage", "BoundProfilePackage", None, self.download.load_segment, raw=True)
+        for tag in SEGMENT_TAGS:
+            self.functions[tag] = self.functions[asn1.tag_of("BoundProfilePackage")]
         add("LoadCRL", "LoadCRLRequest", None)
         add("LoadEuiccPackage", "EuiccPackageRequest", None)
 
@@ -326,6 +335,8 @@ class IsdR:
                 if function.malformed is not None:
                     return function.malformed
                 raise CardStatus(SW_WRONG_DATA, str(exc)) from None
+            if function.response is None:
+                return result
             return asn1.encode(function.response, result)
 
     def _draft(self) -> EuiccState:
@@ -788,22 +799,3 @@ class IsdR:
             return "getCertsError", INVALID_CI_PKID
         return "certs", {"eumCertificate": certificate(self.state.eum_cert),
                          "euiccCertificate": certificate(self.state.euicc_cert)}
-
-    # ------------------------------------------------------------------------------------------
-    # ES10b: profile download (the download session comes with the SM-DP+ issue)
-
-    def prepare_download(self, command: bytes) -> tuple[str, Any]:
-        """PrepareDownload (SGP.22 §5.7.5) without an authenticated session: downloadResponseError
-        {transactionId, noSessionContext 4}. Only smdpSigned2 is decoded (for its transactionId): with no
-        session there is nothing to verify the signature and certificate against."""
-        children = asn1.parse_single(command).children()
-        if not children or children[0].tag != b"\x30":
-            raise MalformedRequest("smdpSigned2 expected")
-        transaction_id = _decode_request("SmdpSigned2", children[0].raw)["transactionId"]
-        if not 1 <= len(transaction_id) <= 16:
-            raise MalformedRequest("transactionId must be 1..16 bytes")
-        return "downloadResponseError", {"transactionId": transaction_id, "downloadErrorCode": NO_SESSION_CONTEXT}
-
-    def cancel_session(self, request: dict) -> tuple[str, Any]:
-        """CancelSession (SGP.22 §5.7.14) without a session: cancelSessionResponseError invalidTransactionId."""
-        return "cancelSessionResponseError", INVALID_TRANSACTION_ID

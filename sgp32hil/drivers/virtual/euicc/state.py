@@ -121,7 +121,12 @@ class PackageResult:
 
 @dataclass
 class EuiccState:
-    """The whole NVM of one software eUICC."""
+    """The whole NVM of one software eUICC.
+
+    ``download_otpk``/``download_otsk`` (uncompressed point, PKCS#8 DER) are the one-time key pair of the
+    last PrepareDownload, kept across resets so that a retried download can reuse them (SGP.22 §3.1.3.2
+    bppEuiccOtpk); see :mod:`.download`.
+    """
 
     eid: str
     euicc_key_pem: bytes
@@ -145,6 +150,8 @@ class EuiccState:
     fallback_active_from: str = ""
     extra_certs: dict[str, bytes] = field(default_factory=dict)
     rat: list[RatRule] = field(default_factory=list)
+    download_otpk: bytes = b""
+    download_otsk: bytes = b""
 
     def profile(self, iccid: str) -> Profile | None:
         return next((p for p in self.profiles if p.iccid == iccid), None)
