@@ -395,7 +395,17 @@ def send_segments(client: Es10Client, bpp: bytes, count: int) -> list[bytes]:
     return [client.session.store_data(s.data, function=s.part) for s in segments[:count]]
 
 
-def test_reset_mid_download_leaves_nothing(smdp, euicc, es9):
+def assert_interrupted(soft: SoftEuicc, pkiset, transaction_id: bytes, command: str, iccid: str | None) -> None:
+    """The install notification reporting an interrupted BPP load (SGP.22 §5.7.6), persisted."""
+    assert on_disk(soft).pending_install is None
+    note = on_disk(soft).notifications[-1]
+    pir = es10b.ProfileInstallationResult.from_der(note.der)
+    assert (pir.transaction_id, pir.bpp_command_id, pir.error_reason, pir.iccid) == (
+        transaction_id, command, "installFailedDueToInterruption", iccid)
+    verify_pir(pir, soft, pkiset)
+
+
+def test_reset_mid_download_leaves_nothing(smdp, euicc, es9, pkiset):
     soft, transport = euicc
     order(smdp, "MID-RESET")
     before = {p.iccid for p in soft.state.profiles}
@@ -406,6 +416,7 @@ def test_reset_mid_download_leaves_nothing(smdp, euicc, es9):
     transport.reset()
     assert soft.isdr.session.download is None
     assert {p.iccid for p in on_disk(soft).profiles} == before
+    assert_interrupted(soft, pkiset, bound.transaction_id, "loadProfileElements", ICCID)
     with Es10Client(transport) as client:
         last = es10b.bpp_segments(bound.bpp)[-1]
         with pytest.raises(ApduError) as exc:
@@ -430,6 +441,9 @@ def test_cancel_session_mid_load(smdp, euicc, es9, pkiset):
         repeat = es10b.cancel_session(client, bound.transaction_id, "undefinedReason")
         assert (repeat.ok, repeat.error_name) == (False, "invalidTransactionId")
     assert soft.state.profile(ICCID) is None and soft.isdr.session.download is None
+    notes = len(soft.state.notifications)
+    transport.reset()
+    assert on_disk(soft).pending_install is None and len(soft.state.notifications) == notes
 
 
 def test_cancel_session_errors(client, pkiset):
@@ -470,10 +484,12 @@ def test_reopened_euicc_mid_download_has_no_session(pkiset, smdp, tmp_path, es9)
     try:
         with Es10Client(transport) as client:
             bound = bind(client, es9, "MID-REOPEN")
-            send_segments(client, bound.bpp, 5)
+            send_segments(client, bound.bpp, 2)
+            assert on_disk(soft).pending_install.bpp_command == euicc_download.STORE_METADATA
         soft.close()
         soft, transport = in_process(state_dir, pkiset)
         assert soft.state.profile(ICCID) is None
+        assert_interrupted(soft, pkiset, bound.transaction_id, "storeMetadata", None)
         with Es10Client(transport) as client:
             retry = bind(client, es9, "MID-REOPEN")
             assert retry.prepared.euicc_otpk == bound.prepared.euicc_otpk
@@ -483,7 +499,7 @@ def test_reopened_euicc_mid_download_has_no_session(pkiset, smdp, tmp_path, es9)
         soft.close()
 
 
-def test_new_authenticate_server_drops_the_load(smdp, euicc, es9):
+def test_new_authenticate_server_drops_the_load(smdp, euicc, es9, pkiset):
     soft, transport = euicc
     order(smdp, "MID-NEW")
     with Es10Client(transport) as client:
@@ -493,6 +509,7 @@ def test_new_authenticate_server_drops_the_load(smdp, euicc, es9):
         assert auth.ok
         assert soft.isdr.session.download.phase == "authenticated"
     assert soft.state.profile(ICCID) is None
+    assert_interrupted(soft, pkiset, bound.transaction_id, "storeMetadata", None)
 
 
 def test_transaction_id_outside_its_size_is_malformed(client, pkiset):

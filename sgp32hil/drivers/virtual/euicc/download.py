@@ -25,6 +25,10 @@ Choices where SGP.22 leaves room (documented here, relied on by the tests):
   decrypted and decoded; every failure, reset, CancelSession or new AuthenticateServer before that
   leaves no ISD-P behind. The ProfileInstallationResult (success or error) is stored as the pending
   install notification addressed to the SM-DP+ of the session (serverAddress).
+- From the first BPP command on, a :class:`~.state.PendingInstall` marker in the NVM names the step in
+  progress. A load that ends without a result (card reset, a restarted process, a new AuthenticateServer)
+  is reported with errorReason installFailedDueToInterruption at the next reset or AuthenticateServer;
+  CancelSession removes the marker (the SM-DP+ learns of that end through ES9+.CancelSession).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from .isdr import (
     _decode_request,
     _tag_at,
 )
-from .state import EuiccState, Notification, NotificationConfig, Profile
+from .state import EuiccState, Notification, NotificationConfig, PendingInstall, Profile
 
 if TYPE_CHECKING:
     from .isdr import IsdR
@@ -93,6 +97,7 @@ SCP03T_STRUCTURE_ERROR = 7
 SCP03T_SECURITY_ERROR = 8
 ICCID_ALREADY_EXISTS = 9
 INSUFFICIENT_MEMORY = 10
+INSTALL_INTERRUPTED = 11
 PE_PROCESSING_ERROR = 12
 DATA_MISMATCH = 13
 PPR_NOT_ALLOWED = 15
@@ -268,6 +273,7 @@ class Downloader:
         transaction_id = server_signed1["transactionId"]
         challenge, self.isdr.session.euicc_challenge = self.isdr.session.euicc_challenge, None
         self.session = None
+        self.report_interruption()
 
         def error(code: int) -> tuple[str, Any]:
             return "authenticateResponseError", {"transactionId": transaction_id, "authenticateErrorCode": code}
@@ -396,6 +402,10 @@ class Downloader:
         if session is None or not hmac.compare_digest(request["transactionId"], session.transaction_id):
             return "cancelSessionResponseError", CANCEL_INVALID_TRANSACTION_ID
         self.session = None
+        if self.isdr.state.pending_install is not None:
+            draft = self.isdr._draft()
+            draft.pending_install = None
+            self.isdr._commit(draft)
         signed = {"transactionId": session.transaction_id, "smdpOid": session.smdp_oid, "reason": request["reason"]}
         signature = pki.sign_plain(self._key, asn1.encode("EuiccCancelSessionSigned", signed))
         return "cancelSessionResponseOk", {"euiccCancelSessionSigned": signed, "euiccCancelSessionSignature": signature}
@@ -458,7 +468,31 @@ class Downloader:
         except bsp.BspError as exc:
             raise InstallFailure(fail, int(exc.reason), str(exc)) from None
         session.load = BppLoad(bsp.BspVerifier(keys), bpp_left=bpp_length - len(isc_tlv.raw))
+        self._mark(session, CONFIGURE_ISDP)
         return False
+
+    def _mark(self, session: DownloadSession, next_command: int) -> None:
+        """Persist the :class:`~.state.PendingInstall` marker: the BppCommandId an interruption from now
+        on is reported against, and the ICCID once the metadata named it."""
+        draft = self.isdr._draft()
+        draft.pending_install = PendingInstall(session.transaction_id, smdp_oid(session.dp_pb), session.server_address,
+                                               next_command, session.load.iccid)
+        self.isdr._commit(draft)
+
+    def report_interruption(self) -> None:
+        """A BPP load that ended without a ProfileInstallationResult (reset, power loss, new session):
+        store the signed result errorResult {bppCommandId of the interrupted step,
+        installFailedDueToInterruption} as install notification (SGP.22 §5.7.6). The one-time key pair
+        stays for a same-otPK retry."""
+        marker = self.isdr.state.pending_install
+        if marker is None or (self.session is not None and self.session.phase == "loading"):
+            return
+        draft = self.isdr._draft()
+        draft.pending_install = None
+        self._installation_result(draft, marker.transaction_id, marker.smdp_oid, marker.address, marker.iccid,
+                                  ("errorResult", {"bppCommandId": marker.bpp_command,
+                                                   "errorReason": INSTALL_INTERRUPTED}))
+        self.isdr._commit(draft)
 
     def _container(self, load: BppLoad, command: bytes, tag: bytes, bpp_command: int) -> tuple[int, int]:
         try:
@@ -502,6 +536,7 @@ class Downloader:
         if tag == TAG_FIRST_87:
             self._configure_isdp(load, self._single_87(load, command, tag, CONFIGURE_ISDP))
             load.expect = "A1"
+            self._mark(session, STORE_METADATA)
         elif tag == TAG_METADATA:
             header, load.container_left = self._container(load, command, tag, STORE_METADATA)
             if len(command) != header:
@@ -515,6 +550,7 @@ class Downloader:
             if load.container_left == 0:
                 self._store_metadata(session, load)
                 load.expect = "A2/A3"
+                self._mark(session, LOAD_PROFILE_ELEMENTS)
         elif tag == TAG_SECOND_87:
             keys = self._single_87(load, command, tag, REPLACE_SESSION_KEYS)
             try:
@@ -651,28 +687,30 @@ class Downloader:
                 error["simaResponse"] = failure.sima_response
             final = ("errorResult", error)
         iccid = load.iccid if load is not None else ""
-        pir = self._installation_result(draft, session, iccid, final)
+        pir = self._installation_result(draft, session.transaction_id, smdp_oid(session.dp_pb),
+                                        session.server_address, iccid, final)
         draft.download_otpk = draft.download_otsk = b""
+        draft.pending_install = None
         self.isdr._commit(draft)
         return pir
 
-    def _installation_result(self, draft: EuiccState, session: DownloadSession, iccid: str,
+    def _installation_result(self, draft: EuiccState, transaction_id: bytes, oid: str, address: str, iccid: str,
                              final: tuple[str, dict]) -> bytes:
         """ProfileInstallationResult BF37 (SGP.22 §5.7.6) signed over the encoded
         ProfileInstallationResultData, appended to ``draft`` as the install notification."""
         seq = draft.next_notification_seq
         draft.next_notification_seq += 1
         metadata: dict[str, Any] = {"seqNumber": seq, "profileManagementOperation": notifications.event_bits(["install"]),
-                                    "notificationAddress": session.server_address}
+                                    "notificationAddress": address}
         if iccid:
             metadata["iccid"] = encode_iccid(iccid)
-        data = {"transactionId": session.transaction_id, "notificationMetadata": metadata,
-                "smdpOid": smdp_oid(session.dp_pb), "finalResult": final}
+        data = {"transactionId": transaction_id, "notificationMetadata": metadata, "smdpOid": oid,
+                "finalResult": final}
         signature = pki.sign_plain(self._key, asn1.encode("ProfileInstallationResultData", data))
         der = asn1.encode("SGP32-ProfileInstallationResult",
                           {"profileInstallationResultData": data, "euiccSignPIR": signature})
-        draft.notifications.append(Notification(seq_number=seq, event="install", address=session.server_address,
-                                                iccid=iccid, der=der))
+        draft.notifications.append(Notification(seq_number=seq, event="install", address=address, iccid=iccid,
+                                                der=der))
         return der
 
 

@@ -308,11 +308,13 @@ class IsdR:
         add("LoadEuiccPackage", "EuiccPackageRequest", None)
 
     def on_card_reset(self, kind: ResetKind) -> None:
-        """Card reset (cold or warm): drop the session and complete any pending REFRESH."""
+        """Card reset (cold or warm): drop the session, complete any pending REFRESH and report a BPP load
+        the reset interrupted."""
         with self._lock:
             self.session = Session()
             self.pending_refresh = False
             self._just_disabled = None
+            self.download.report_interruption()
 
     def handle(self, channel: int, command: bytes) -> bytes:
         """Answer one ES10 command (see the module docstring for the error rules)."""

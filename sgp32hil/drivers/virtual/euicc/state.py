@@ -120,12 +120,24 @@ class PackageResult:
 
 
 @dataclass
+class PendingInstall:
+    """A Bound Profile Package load in progress (SGP.22 §5.7.6): what the eUICC needs to report
+    installFailedDueToInterruption if the load never completes (reset, power loss, a new session)."""
+
+    transaction_id: bytes
+    smdp_oid: str
+    address: str
+    bpp_command: int
+    iccid: str = ""
+
+
+@dataclass
 class EuiccState:
     """The whole NVM of one software eUICC.
 
     ``download_otpk``/``download_otsk`` (uncompressed point, PKCS#8 DER) are the one-time key pair of the
     last PrepareDownload, kept across resets so that a retried download can reuse them (SGP.22 §3.1.3.2
-    bppEuiccOtpk); see :mod:`.download`.
+    bppEuiccOtpk); ``pending_install`` marks a BPP load in progress (never a profile); see :mod:`.download`.
     """
 
     eid: str
@@ -152,6 +164,7 @@ class EuiccState:
     rat: list[RatRule] = field(default_factory=list)
     download_otpk: bytes = b""
     download_otsk: bytes = b""
+    pending_install: PendingInstall | None = None
 
     def profile(self, iccid: str) -> Profile | None:
         return next((p for p in self.profiles if p.iccid == iccid), None)
