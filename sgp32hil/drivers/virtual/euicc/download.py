@@ -118,7 +118,6 @@ TAG_PROFILE = b"\xa3"
 TAG_87 = b"\x87"
 TAG_88 = b"\x88"
 TAG_86 = b"\x86"
-SIGNATURE_TAG = b"\x5f\x37"
 OTPK_TAG = b"\x5f\x49"
 SEGMENT_TAGS = (TAG_FIRST_87, TAG_METADATA, TAG_SECOND_87, TAG_PROFILE, TAG_87, TAG_88, TAG_86)
 """Top-level tags of the LoadBoundProfilePackage commands after the first (BF36) one."""
@@ -145,7 +144,6 @@ class BppLoad:
     expect: str = "A0"
     bpp_left: int = 0
     container_left: int = 0
-    isdp_created: bool = False
     metadata_der: bytearray = field(default_factory=bytearray)
     metadata: dict | None = None
     iccid: str = ""
@@ -183,21 +181,22 @@ def smdp_oid(cert: x509.Certificate) -> str | None:
 
 def _container_header(command: bytes, tag: bytes) -> tuple[int, int]:
     """Size of the tag+length header at the start of ``command`` and the length it declares, for a
-    constructed BPP object whose value continues in later commands (X.690 §8.1.3 definite form)."""
+    constructed BPP object whose value continues in later commands (X.690 §8.1.3 definite form);
+    :class:`~.isdr.MalformedRequest` when the header is not one."""
     if _tag_at(command, 0) != tag:
-        raise InstallFailure(-1, SCP03T_STRUCTURE_ERROR, f"expected tag {tag.hex().upper()}")
+        raise MalformedRequest(f"expected tag {tag.hex().upper()}")
     pos = len(tag)
     if pos >= len(command):
-        raise InstallFailure(-1, SCP03T_STRUCTURE_ERROR, "length missing")
+        raise MalformedRequest("length missing")
     first = command[pos]
     if first < 0x80:
         return pos + 1, first
     count = first & 0x7F
     if not 1 <= count <= 3 or pos + 1 + count > len(command):
-        raise InstallFailure(-1, SCP03T_STRUCTURE_ERROR, "unsupported or truncated length")
+        raise MalformedRequest("unsupported or truncated length")
     length = int.from_bytes(command[pos + 1:pos + 1 + count], "big")
     if length < 0x80 or command[pos + 1] == 0:
-        raise InstallFailure(-1, SCP03T_STRUCTURE_ERROR, "non-minimal length")
+        raise MalformedRequest("non-minimal length")
     return pos + 1 + count, length
 
 
@@ -451,8 +450,6 @@ class Downloader:
             signed = asn1.initialise_secure_channel_signed(isc_tlv.raw)
         except (asn1.Asn1Error, MalformedRequest) as exc:
             raise InstallFailure(fail, SCP03T_STRUCTURE_ERROR, str(exc)) from None
-        except InstallFailure as exc:
-            raise InstallFailure(fail, exc.reason, str(exc)) from None
         if isc["remoteOpId"] != INSTALL_BOUND_PROFILE_PACKAGE:
             raise InstallFailure(fail, UNSUPPORTED_REMOTE_OPERATION_TYPE, f"remoteOpId {isc['remoteOpId']}")
         if not hmac.compare_digest(isc["transactionId"], session.transaction_id):
@@ -497,7 +494,7 @@ class Downloader:
     def _container(self, load: BppLoad, command: bytes, tag: bytes, bpp_command: int) -> tuple[int, int]:
         try:
             header, length = _container_header(command, tag)
-        except (InstallFailure, MalformedRequest) as exc:
+        except MalformedRequest as exc:
             raise InstallFailure(bpp_command, SCP03T_STRUCTURE_ERROR, str(exc)) from None
         load.bpp_left -= header + length
         if length == 0 or load.bpp_left < 0:
@@ -583,14 +580,14 @@ class Downloader:
         return False
 
     def _configure_isdp(self, load: BppLoad, plain: bytes) -> None:
-        """ConfigureISDPRequest BF24 (SGP.22 §5.5.2): creates the pending ISD-P when memory allows."""
+        """ConfigureISDPRequest BF24 (SGP.22 §5.5.2): the ISD-P is reserved when memory allows; it gets its
+        AID and enters the NVM only with the complete profile (:meth:`_finish`)."""
         try:
             _decode_request("ConfigureISDPRequest", plain)
         except MalformedRequest as exc:
             raise InstallFailure(CONFIGURE_ISDP, INCORRECT_INPUT_VALUES, str(exc)) from None
         if self._free_memory(self.isdr.state) < PROFILE_FOOTPRINT:
             raise InstallFailure(CONFIGURE_ISDP, INSUFFICIENT_MEMORY, "no room for another ISD-P")
-        load.isdp_created = True
 
     def _store_metadata(self, session: DownloadSession, load: BppLoad) -> None:
         """StoreMetadataRequest BF25 (SGP.22 §5.5.3; SGP.32 fallbackAllowed): the ICCID must be new
