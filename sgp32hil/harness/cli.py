@@ -83,6 +83,49 @@ def cmd_profile_make(args) -> int:
     return 0
 
 
+def cmd_profile_download(args) -> int:
+    from ..drivers.apdu.pcsc import PcscTransport
+    from ..drivers.es10.client import Es10Client
+    from .activation import ActivationCodeError
+    from .activation import parse as parse_activation_code
+    from .ipa import download_profile
+
+    try:
+        ac = parse_activation_code(args.activation_code)
+    except ActivationCodeError as exc:
+        raise CliError(str(exc)) from None
+    if ac.cc_required and args.confirmation_code is None:
+        raise CliError(f"activation code {ac}: a confirmation code is required; give --confirmation-code")
+    reader = int(args.reader) if args.reader.isdigit() else args.reader
+
+    def show(event) -> None:
+        status = "ok" if event.status == "ok" else "FAILED"
+        print(f"{event.phase:<24} {status:<6} {event.seconds * 1000:9.1f} ms  {event.detail}", flush=True)
+
+    try:
+        with PcscTransport(reader) as transport, Es10Client(transport) as client:
+            result = download_profile(client, ac, confirmation_code=args.confirmation_code, ca=args.ca,
+                                      insecure=args.insecure, pki_dir=args.pki, timeout=args.timeout,
+                                      progress=None if args.json else show)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif result.success:
+        note = result.notification
+        delivered = "delivered and removed" if note and note.removed else f"NOT delivered: {note.error if note else '-'}"
+        print(f"installed ICCID {result.iccid} (ISD-P {result.isdp_aid}, disabled) in {result.total_seconds:.2f} s, "
+              f"{result.apdu_count} APDUs; install notification {delivered}")
+    else:
+        err, c = result.error, result.cancel
+        cancel = ""
+        if c is not None:
+            problem = c.es10_error or c.es9_error
+            cancel = f"; cancel session: {problem}" if problem else f"; session cancelled ({c.reason})"
+        print(f"sgp32-hil: download failed in {err.phase}: {err.message}{cancel}", file=sys.stderr)
+    return 0 if result.success else 1
+
+
 # --- smdp ------------------------------------------------------------------------------------------
 
 
@@ -232,6 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output file (default: fixtures/profiles/NAME.der)")
     sp.add_argument("--force", action="store_true", help="overwrite an existing file")
     sp.set_defaults(func=cmd_profile_make)
+    sp = prsub.add_parser(
+        "download",
+        help="download and install a profile from an activation code (direct download, SGP.32 §3.2.3.1)",
+        description="Direct profile download as an IPAd/LPA does it (SGP.22 §3.1.3): ES10b on the eUICC in READER, "
+        "ES9+ with the SM-DP+ of the activation code. One line per phase; exit 1 on failure.",
+    )
+    sp.add_argument("--reader", default="0", help="reader index or (part of its) name (default: 0)")
+    sp.add_argument("--activation-code", required=True, metavar="AC",
+                    help="'LPA:1$<SM-DP+ address>$<MatchingID>[$<SM-DP+ OID>[$1]]' (SGP.22 §4.1; quote it)")
+    sp.add_argument("--confirmation-code", metavar="CC", help="confirmation code, when the SM-DP+ requires one")
+    tls = sp.add_mutually_exclusive_group()
+    tls.add_argument("--ca", metavar="FILE",
+                     help="PEM CA bundle to verify the SM-DP+ TLS certificate (default: the PKI's tls/ca-bundle.pem)")
+    tls.add_argument("--insecure", action="store_true",
+                     help="do not verify the SM-DP+ TLS certificate (as many LPAs; the eUICC still verifies the SM-DP+)")
+    sp.add_argument("--pki", help="PKI folder for the default CA bundle (default: $SGP32HIL_HOME/pki)")
+    sp.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="ES9+ HTTP time-out per request (default: 30)")
+    sp.add_argument("--json", action="store_true", help="print the full result (timings, ES9+ and ES10 traces) as JSON")
+    sp.set_defaults(func=cmd_profile_download)
 
     smdp = sub.add_parser("smdp", help="the bundled SM-DP+ (SGP.22 ES9+ and ES2+)")
     smdp_sub = smdp.add_subparsers(dest="smdp_command", metavar="ACTION", required=True)

@@ -496,7 +496,7 @@ def test_malformed_gets_error_result(card, command, expected):
 
 @pytest.mark.parametrize("command, sw", [
     ("BF9900", 0x6A88),
-    ("BF3800", 0x6A88),
+    ("BF3800", 0x6A80),  # AuthenticateServer exists; its error result needs a transactionId the request lacks
     ("BF3600", 0x6A88),
     ("BF5100", 0x6A88),
     ("BF22", 0x6A80),
