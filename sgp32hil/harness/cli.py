@@ -130,11 +130,13 @@ def cmd_profile_download(args) -> int:
 
 
 def cmd_smdp_serve(args) -> int:
-    from .smdp import serve
+    from .smdp.server import default_address, serve
 
-    print(f"SM-DP+ ES9+ on https://{args.host}:{args.port}/gsma/rsp2/es9plus/"
-          + (f", ES2+ (mutual TLS) on port {args.es2_port}" if args.es2_port else "") + f", state {args.db}")
-    serve(args.host, args.port, args.pki, args.db, es2_port=args.es2_port, preload=args.preload)
+    address = args.address or default_address(args.host, args.port)
+    print(f"SM-DP+ {address}: ES9+ on https://{args.host}:{args.port}/gsma/rsp2/es9plus/"
+          + (f", ES2+ (mutual TLS) on port {args.es2_port}" if args.es2_port else "") + f", state {args.db}; "
+          f"activation codes: LPA:1${address}$<MatchingID>")
+    serve(args.host, args.port, args.pki, args.db, es2_port=args.es2_port, preload=args.preload, address=address)
     return 0
 
 
@@ -310,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--db", metavar="FILE", required=True, help="SQLite state file (created when missing)")
     sp.add_argument("--preload", metavar="YAML", help="orders to load at start: matching IDs and profiles")
     sp.add_argument("--es2-port", type=int, metavar="N", help="serve ES2+ with mutual TLS on this port")
+    sp.add_argument("--address", help="SM-DP+ address that activation codes must carry (default: HOST:PORT)")
     sp.set_defaults(func=cmd_smdp_serve)
 
     pki = sub.add_parser("pki", help="test PKI (CI, EUM, eUICC, DPauth/DPpb/DPtls, eIM)")

@@ -117,6 +117,10 @@ def _config(app, pki_set: pki.PkiSet, *, client_cert: bool, **kwargs) -> uvicorn
     )
 
 
+def default_address(host: str, port: int) -> str:
+    return host if port == 443 else f"{host}:{port}"
+
+
 def serve(
     host: str,
     port: int,
@@ -124,11 +128,16 @@ def serve(
     db: str | Path,
     es2_port: int | None = None,
     preload: str | Path | None = None,
+    address: str | None = None,
 ) -> None:
-    """Run the SM-DP+ in the foreground until interrupted (ES2+ only when ``es2_port`` is given)."""
+    """Run the SM-DP+ in the foreground until interrupted (ES2+ only when ``es2_port`` is given).
+
+    ``address`` is the SM-DP+ address that activation codes and ``smdpAddress`` must carry (SGP.22 §4.1);
+    by default ``HOST:PORT`` (``HOST`` alone on 443).
+    """
     import asyncio
 
-    service = _service(pki_dir, db, preload)
+    service = _service(pki_dir, db, preload, address=address or default_address(host, port))
     es9_app, es2_app = build_apps(service)
     servers = [uvicorn.Server(_config(es9_app, service.pki, client_cert=False, host=host, port=port))]
     if es2_port is not None:
