@@ -65,9 +65,10 @@ class Pcscd:
             return cls()
         if not Path(PCSCD).exists():
             raise ServiceError(f"{PCSCD} is not installed (Debian packages pcscd and vsmartcard-vpcd)")
-        if not _pcscd_process_running():
-            for stale in (PCSCD_SOCKET, "/run/pcscd/pcscd.pid"):
-                Path(stale).unlink(missing_ok=True)
+        # Nothing answers on the socket: its file and the pid file are left over (a killed or zombie pcscd),
+        # and pcscd refuses to start while the pid file names a process that still exists.
+        for stale in (PCSCD_SOCKET, "/run/pcscd/pcscd.pid"):
+            Path(stale).unlink(missing_ok=True)
         proc = subprocess.Popen([PCSCD, "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_until(lambda: pcscd_answering() or proc.poll() is not None, timeout, "pcscd to start")
@@ -87,14 +88,6 @@ class Pcscd:
         if self.proc is not None:
             _stop(self.proc)
             self.proc = None
-
-
-def _pcscd_process_running() -> bool:
-    try:
-        out = subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True, check=False)
-    except FileNotFoundError:
-        return False
-    return out.returncode == 0
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
