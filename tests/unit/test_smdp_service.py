@@ -383,6 +383,18 @@ def test_cancel_session(service, store, pki_set):
     assert exc.value.code == es9p.TRANSACTION_ID_UNKNOWN
 
 
+def test_an_authenticated_euicc_can_cancel_after_its_order_is_refused(service, store, pki_set):
+    """The IPA cancels after a refused authenticateClient (unknown MatchingID): the SM-DP+ must verify that."""
+    add(store)
+    euicc = EuiccRole(pki_set)
+    init = service.initiate_authentication(euicc.initiate_request(service.address))
+    with pytest.raises(Es9Error) as exc:
+        service.authenticate_client(euicc.authenticate_server(init, "NOPE"))
+    assert exc.value.code == es9p.MATCHING_ID_REFUSED
+    assert service.cancel_session(euicc.cancel(init.transaction_id, reason=1)) == es9p.CancelSessionResponse()
+    assert store.profile_state(ICCID) == ProfileState.RELEASED
+
+
 def test_es2_order_lifecycle(service, store, pki_set):
     store.add_profile(ICCID, PACKAGE, imsi="001010123456789")
     header = es9p.RequestHeader("op", "1")

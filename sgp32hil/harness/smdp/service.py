@@ -233,6 +233,9 @@ class SmdpService:
         if not hmac.compare_digest(euicc_signed1["serverChallenge"], session.server_challenge):
             raise Es9Error(*es9p.EUICC_SIGNATURE_INVALID, "serverChallenge is invalid")
         eid = chain.eid or pki.eid_of(chain.leaf)
+        # The eUICC is authenticated from here on: keep its certificate so that it can cancel the session
+        # (ES9+.CancelSession, §3.1.3.4) even when its order is refused below.
+        self.store.update_session(req.transaction_id, expect_phase="initiated", eid=eid, euicc_cert=certs[0])
         ctx = euicc_signed1["ctxParams1"][1]
         order = self._find_order(ctx.get("matchingId"), eid)
         self._check_order_usable(order)
