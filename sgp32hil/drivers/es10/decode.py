@@ -17,14 +17,11 @@ import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ...harness.asn1 import Asn1Error, Tlv, TlvError, iter_tlvs, parse_tlv
 from ...harness.asn1 import decode as asn1_decode
 from .session import Es10Exchange
-
-ASN1_DIR = Path(__file__).resolve().parents[2] / "harness" / "asn1"
 
 
 @dataclass(frozen=True)
@@ -142,11 +139,10 @@ class Asn1Names:
     "enableResult")``) through type references, CHOICE alternatives and SEQUENCE OF elements.
     """
 
-    def __init__(self, directory: Path = ASN1_DIR):
-        import asn1tools
+    def __init__(self):
+        from ...harness.asn1 import parsed_modules
 
-        files = sorted(str(p) for p in Path(directory).glob("*.asn"))
-        parsed = asn1tools.parse_files(files)
+        parsed = parsed_modules()
         self._types: dict[str, dict] = {}
         for module in parsed.values():
             for name, definition in module.get("types", {}).items():

@@ -41,7 +41,7 @@ element and each step is a tag (bytes or hex text, first match) or a position
 ``euicc_cancel_session_signed`` and ``initialise_secure_channel_signed``.
 """
 
-from .codec import Asn1Error, decode, encode, specification, tag_of, type_names
+from .codec import Asn1Error, decode, encode, parsed_modules, specification, tag_of, type_names
 from .signed import (
     SignedPart,
     euicc_cancel_session_signed,
@@ -58,6 +58,7 @@ from .signed import (
 from .tlv import Tlv, TlvError, find, iter_tlvs, parse_single, parse_tlv, raw_field
 
 __all__ = [
+    "parsed_modules",
     "Asn1Error",
     "SignedPart",
     "Tlv",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import pickle
@@ -25,7 +26,7 @@ MODULE_FILES = (
     "SGP32Definitions.asn",
 )
 # Bump when the compile step changes (e.g. the tagging fix below) to invalidate caches.
-_COMPILE_REVISION = "1"
+_COMPILE_REVISION = "2"
 
 
 class Asn1Error(ValueError):
@@ -106,10 +107,12 @@ def _fixed_pre_process_tags_type(original):
 
 
 def _compile():
+    """(compiled DER specification, parsed module dictionary) of the project's modules."""
+    parsed = asn1tools.parse_files([str(MODULE_DIR / f) for f in MODULE_FILES])
     original = _asn1_compiler.Compiler.pre_process_tags_type
     _asn1_compiler.Compiler.pre_process_tags_type = _fixed_pre_process_tags_type(original)
     try:
-        return asn1tools.compile_files([str(MODULE_DIR / f) for f in MODULE_FILES], "der")
+        return asn1tools.compile_dict(copy.deepcopy(parsed), "der"), parsed
     finally:
         _asn1_compiler.Compiler.pre_process_tags_type = original
 
@@ -154,19 +157,29 @@ def _store_cached(path: Path, spec) -> None:
         pass
 
 
-def specification():
-    """The compiled asn1tools specification (compiled once, cached on disk)."""
+def _compiled() -> tuple:
     global _spec
     if _spec is None:
         with _lock:
             if _spec is None:
                 path = _cache_dir() / f"asn1-{_cache_key()}.pickle"
-                spec = _load_cached(path)
-                if spec is None:
-                    spec = _compile()
-                    _store_cached(path, spec)
-                _spec = spec
+                cached = _load_cached(path)
+                if not (isinstance(cached, tuple) and len(cached) == 2):
+                    cached = _compile()
+                    _store_cached(path, cached)
+                _spec = cached
     return _spec
+
+
+def specification():
+    """The compiled asn1tools specification (compiled once, cached on disk)."""
+    return _compiled()[0]
+
+
+def parsed_modules() -> dict:
+    """The parsed module dictionary (``asn1tools.parse_files`` form: named numbers, named bits, members),
+    cached with the compiled specification. Callers must not modify it."""
+    return _compiled()[1]
 
 
 def _type(type_name: str):
