@@ -4,7 +4,7 @@ vpcd (the pcscd IFD handler) listens on TCP; the card connects as a client.  Eve
 directions is a 2-byte big-endian length followed by the payload.  A 1-byte payload from vpcd is a
 control message (0 power off, 1 power on, 2 reset, 4 send ATR; only 4 is answered, with the ATR); any
 other payload is a C-APDU, answered with the R-APDU.  Connecting is card insertion, disconnecting is
-removal.  See /work/shared/reference/PCSC-VIRTUAL.md for the latency notes behind TCP_NODELAY and
+removal.  See the shared reference PCSC-VIRTUAL.md (vpcd latency) for the notes behind TCP_NODELAY and
 TCP_QUICKACK.
 """
 
