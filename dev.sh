@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEB_PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev pcsc-tools socat python3-venv python3-dev gcc)
+DEB_PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev pcsc-tools socat python3-venv python3-dev gcc chromium)
 VENV=.venv
 
 need_debs() {

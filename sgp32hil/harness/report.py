@@ -410,7 +410,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;marg
 h1{font-size:1.5em;margin:0 0 .3em}h2{font-size:1.15em;margin:1.5em 0 .5em}
 table{border-collapse:collapse;width:100%;margin:.5em 0 1em;font-size:.92em}
 th,td{border:1px solid #d0d7de;padding:.3em .5em;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.num{text-align:right;white-space:nowrap}
+th{background:#f6f8fa}td.num{text-align:right;white-space:nowrap}table.tests td:first-child{white-space:nowrap}
 table.meta{width:auto}table.meta th{font-weight:600}
 .verdict{display:inline-block;min-width:4.5em;text-align:center;font-weight:700;border:1px solid;border-radius:3px;
 padding:0 .3em;-webkit-print-color-adjust:exact;print-color-adjust:exact}
@@ -500,7 +500,7 @@ def render_matrix_html(rows: Iterable[Mapping[str, Any]], meta: Mapping[str, Any
         out.append(f'<tr><td>{_h(family)}</td><td class="num">{sum(fc.values())}</td>{cells}</tr>')
     out.append("</tbody></table>")
     out.append("<h2>Tests</h2>")
-    out.append("<table><thead><tr><th>Test ID</th><th>Title</th><th>Family</th><th>Verdict</th><th>KPIs</th>"
+    out.append("<table class=\"tests\"><thead><tr><th>Test ID</th><th>Title</th><th>Family</th><th>Verdict</th><th>KPIs</th>"
                "<th>Duration</th><th>Details</th></tr></thead><tbody>")
     for i, r in enumerate(rs):
         anchor = _anchor(r["id"], i)
