@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ...harness.asn1 import Asn1Error, Tlv, TlvError, parse_single
 from ...harness.asn1 import decode as asn1_decode
@@ -181,13 +181,31 @@ def _checked(request_type: str, command: bytes, function: str) -> bytes:
 # --- AuthenticateServer -------------------------------------------------------------------------------
 
 
+class _ErrorChoiceResult(_Record):
+    """A response CHOICE whose ``ERROR_KIND`` alternative carries an error code (SGP.22 §5.7.13/§5.7.5/§5.7.14)."""
+
+    FUNCTION: ClassVar[str]
+    ERROR_KIND: ClassVar[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.kind != self.ERROR_KIND
+
+    def raise_for_error(self) -> None:
+        if not self.ok:
+            raise Es10Error(self.FUNCTION, self.error_code, self.error_name or "", der=self.der)
+
+
 @dataclass(frozen=True)
-class AuthenticateServerResult(_Record):
+class AuthenticateServerResult(_ErrorChoiceResult):
     """ES10b.AuthenticateServer response (SGP.22 §5.7.13, SGP.32 §5.9 SGP32-AuthenticateServerResponse).
 
     ``kind`` is the CHOICE alternative; ``error_code``/``error_name`` are set for
     ``authenticateResponseError``; ``der`` is the exact response for ES9+.AuthenticateClient.
     """
+
+    FUNCTION = "AuthenticateServer"
+    ERROR_KIND = "authenticateResponseError"
 
     kind: str
     transaction_id: bytes | None
@@ -195,14 +213,6 @@ class AuthenticateServerResult(_Record):
     error_name: str | None
     der: bytes = field(repr=False)
     decoded: Any = field(repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.kind != "authenticateResponseError"
-
-    def raise_for_error(self) -> None:
-        if not self.ok:
-            raise Es10Error("AuthenticateServer", self.error_code, self.error_name or "", der=self.der)
 
 
 def authenticate_server(
@@ -240,9 +250,12 @@ def authenticate_server(
 
 
 @dataclass(frozen=True)
-class PrepareDownloadResult(_Record):
+class PrepareDownloadResult(_ErrorChoiceResult):
     """ES10b.PrepareDownload response (SGP.22 §5.7.5, SGP.32 §5.9 SGP32-PrepareDownloadResponse):
     the one-time public key and the hashCc echoed in euiccSigned2, or the downloadErrorCode."""
+
+    FUNCTION = "PrepareDownload"
+    ERROR_KIND = "downloadResponseError"
 
     kind: str
     transaction_id: bytes | None
@@ -252,14 +265,6 @@ class PrepareDownloadResult(_Record):
     error_name: str | None
     der: bytes = field(repr=False)
     decoded: Any = field(repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.kind != "downloadResponseError"
-
-    def raise_for_error(self) -> None:
-        if not self.ok:
-            raise Es10Error("PrepareDownload", self.error_code, self.error_name or "", der=self.der)
 
 
 def prepare_download(
@@ -447,9 +452,12 @@ def load_bound_profile_package(client: Es10Client, bpp: bytes) -> ProfileInstall
 
 
 @dataclass(frozen=True)
-class CancelSessionResult(_Record):
+class CancelSessionResult(_ErrorChoiceResult):
     """ES10b.CancelSession response (SGP.22 §5.7.14, SGP.32 §5.9 SGP32-CancelSessionResponse):
     ``der`` is what ES9+.CancelSession forwards, signed by the eUICC when ``ok``."""
+
+    FUNCTION = "CancelSession"
+    ERROR_KIND = "cancelSessionResponseError"
 
     kind: str
     transaction_id: bytes | None
@@ -458,14 +466,6 @@ class CancelSessionResult(_Record):
     error_code: int | None
     error_name: str | None
     der: bytes = field(repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.kind != "cancelSessionResponseError"
-
-    def raise_for_error(self) -> None:
-        if not self.ok:
-            raise Es10Error("CancelSession", self.error_code, self.error_name or "", der=self.der)
 
 
 def cancel_session(client: Es10Client, transaction_id: bytes, reason: int | str) -> CancelSessionResult:
