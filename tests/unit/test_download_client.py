@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import socket
 import threading
@@ -20,10 +19,6 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sgp32hil.drivers.apdu.base import ApduError
 from sgp32hil.drivers.apdu.inprocess import InProcessTransport
@@ -53,6 +48,7 @@ from sgp32hil.harness.ipa import (
     download_profile,
     render_exchanges,
 )
+from tests.der_vectors import self_signed_certificate
 
 TID = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
 CHALLENGE = bytes(range(0x10, 0x20))
@@ -66,20 +62,10 @@ SIG = b"\x5f\x37\x40" + b"\x11" * 64
 HASH_CC_12345678 = bytes.fromhex("ab311c0527db635c7bac464efc070d69afecbba55a894064b394c56165610ec0")
 
 
-def _certificate(cn: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(7).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
-DP_AUTH = _certificate("DPauth")
-DP_PB = _certificate("DPpb")
-EUICC_CERT = _certificate("eUICC")
-EUM_CERT = _certificate("EUM")
+DP_AUTH = self_signed_certificate("DPauth")
+DP_PB = self_signed_certificate("DPpb")
+EUICC_CERT = self_signed_certificate("eUICC")
+EUM_CERT = self_signed_certificate("EUM")
 
 EUICC_INFO1 = {"svn": b"\x02\x05\x00", "euiccCiPKIdListForVerification": [CI_PKID],
                "euiccCiPKIdListForSigning": [CI_PKID]}

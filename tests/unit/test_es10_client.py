@@ -6,14 +6,10 @@ through MANAGE CHANNEL, SELECT, STORE DATA chaining and GET RESPONSE exactly as 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sgp32hil.drivers.apdu.base import ApduError
 from sgp32hil.drivers.apdu.inprocess import InProcessTransport
@@ -32,6 +28,7 @@ from sgp32hil.drivers.es10.types import EimConfiguration, iccid_from_bcd, iccid_
 from sgp32hil.drivers.virtual.euicc.card import CardStatus, EuiccCard
 from sgp32hil.harness.asn1 import decode, encode, type_names
 from sgp32hil.harness.pki import make_eid
+from tests.der_vectors import self_signed_certificate
 
 EID = make_eid("89049032", 4242)
 ICCID_BOOT = "8944476500001224158"  # 19 digits: 'F' padded
@@ -41,19 +38,9 @@ AID_OP = bytes.fromhex("A0000005591010FFFFFFFF8900001100")
 CI_PKID = bytes.fromhex("F54172BDF98A95D65CBEB88A38A1C11D800A85C3")
 
 
-def _certificate(cn: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(7).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
-EUM_CERT = _certificate("EUM")
-EUICC_CERT = _certificate("eUICC")
-EIM_CERT = _certificate("eIM")
+EUM_CERT = self_signed_certificate("EUM")
+EUICC_CERT = self_signed_certificate("eUICC")
+EIM_CERT = self_signed_certificate("eIM")
 
 
 def _other_notification(seq: int, event_bit: int, iccid: str) -> dict:
