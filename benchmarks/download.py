@@ -39,8 +39,8 @@ from sgp32hil.drivers.es10.client import Es10Client  # noqa: E402
 from sgp32hil.drivers.virtual.euicc.service import SoftEuicc, in_process  # noqa: E402
 from sgp32hil.drivers.virtual.vpcd import VpcdBridge  # noqa: E402
 from sgp32hil.harness import pki  # noqa: E402
+from sgp32hil.harness.es9p_client import Es9Client  # noqa: E402
 from sgp32hil.harness.ipa import PHASES, download_profile  # noqa: E402
-from sgp32hil.harness.ipa.es9p_client import Es9Client  # noqa: E402
 from sgp32hil.harness.saip import make_profile  # noqa: E402
 from sgp32hil.harness.services import VPCD_READERS, Pcscd, card_present, wait_until  # noqa: E402
 from sgp32hil.harness.smdp import run_in_thread  # noqa: E402

@@ -352,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(sp)
     sp.set_defaults(func=main_virtual_modem)
+    from .eim.cli import register as register_eim
+    from .ipa.cli import register as register_ipa
+
+    register_eim(sub)
+    register_ipa(sub)
     return p
 
 

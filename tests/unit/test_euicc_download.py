@@ -24,8 +24,8 @@ from sgp32hil.drivers.virtual.euicc.factory import encode_iccid
 from sgp32hil.drivers.virtual.euicc.service import SoftEuicc, in_process
 from sgp32hil.drivers.virtual.euicc.state import StateStore
 from sgp32hil.harness import asn1, pki
+from sgp32hil.harness.es9p_client import Es9Client
 from sgp32hil.harness.ipa import download_profile
-from sgp32hil.harness.ipa.es9p_client import Es9Client
 from sgp32hil.harness.saip import make_profile
 from sgp32hil.harness.smdp import ProfileState, run_in_thread
 

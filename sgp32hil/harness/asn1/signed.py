@@ -140,3 +140,27 @@ def initialise_secure_channel_signed(initialise_secure_channel_request: bytes) -
     data = outer.data[children[0].start:children[index - 1].end]
     return SignedPart(data, sig.value, sig.raw)
 
+
+
+def association_token_tlv(association_token: int | None) -> bytes:
+    """The associationToken data object '84' appended to signed eUICC Package data (SGP.32 v1.2 §2.11.1.1,
+    §2.11.2.1); empty when the eIM has no association token."""
+    if association_token is None:
+        return b""
+    if association_token < 0:
+        raise ValueError("associationToken must not be negative")
+    value = association_token.to_bytes(max(1, (association_token.bit_length() + 8) // 8), "big", signed=True)
+    return b"\x84" + bytes([len(value)]) + value
+
+
+def eim_signature_input(euicc_package_signed_der: bytes, association_token: int | None) -> bytes:
+    """What eimSignature covers (SGP.32 v1.2 §2.11.1.1): the DER of euiccPackageSigned as sent, followed
+    by the associationToken data object when one was assigned to the eIM."""
+    return euicc_package_signed_der + association_token_tlv(association_token)
+
+
+def euicc_result_signature_input(signed_data_der: bytes, association_token: int | None) -> bytes:
+    """What euiccSignEPR / euiccSignEPE cover (SGP.32 v1.2 §2.11.2.1): euiccPackageResultDataSigned (or
+    euiccPackageErrorDataSigned) as sent, followed by the eIM's associationToken data object if any.
+    (SGP.32 v1.0 used eimSignature as the suffix; v1.1 changed it to the association token.)"""
+    return signed_data_der + association_token_tlv(association_token)

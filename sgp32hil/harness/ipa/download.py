@@ -49,7 +49,7 @@ from ..activation import ActivationCode
 from ..activation import parse as parse_activation_code
 from ..asn1 import Asn1Error
 from ..asn1 import decode as asn1_decode
-from .es9p_client import DEFAULT_TIMEOUT, Es9Client, Es9Error, Es9Exchange, Es9TransportError
+from ..es9p_client import DEFAULT_TIMEOUT, Es9Client, Es9Error, Es9Exchange, Es9TransportError
 
 __all__ = [
     "PHASES",

@@ -29,10 +29,10 @@ from typing import Any
 
 import httpx
 
-from ...drivers.es10.decode import to_jsonable
-from .. import es9p
-from ..asn1 import Asn1Error
-from ..asn1 import decode as asn1_decode
+from ..drivers.es10.decode import to_jsonable
+from . import es9p
+from .asn1 import Asn1Error
+from .asn1 import decode as asn1_decode
 
 __all__ = [
     "ASN1_MEMBERS",
@@ -154,7 +154,7 @@ def _indent(text: str) -> str:
 
 def default_ca_bundle(pki_dir: str | os.PathLike | None = None) -> Path:
     """The bench PKI's TLS trust bundle (``tls/ca-bundle.pem``), generating the test PKI if there is none."""
-    from .. import pki
+    from . import pki
 
     bundle = pki.ensure(pki_dir, quiet=True).tls_files.get("trust_bundle")
     if bundle is None or not Path(bundle).is_file():
