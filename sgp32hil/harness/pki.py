@@ -17,9 +17,9 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import asn1tools
 import yaml
@@ -92,7 +92,7 @@ class RspOid:
     TEST_SMDP_RID = x509.ObjectIdentifier("2.999.10")
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """Certificate roles of the RSP ecosystem plus the harness's own TLS roles."""
 
     CI = "CI"
@@ -156,7 +156,7 @@ _STEM_ROLE = {stem.lower(): role for role, stem in _ROLE_STEM.items()}
 _CERT_FILE = re.compile(r"^CERT_(?P<stem>.+?)_(?P<curve>NIST|BRP)\.(?P<ext>der|pem)$", re.IGNORECASE)
 
 
-class Curve(str, enum.Enum):
+class Curve(enum.StrEnum):
     """The two curves SGP.22 requires for RSP signatures: NIST P-256 and brainpoolP256r1."""
 
     NIST = "NIST"
@@ -187,7 +187,7 @@ class Curve(str, enum.Enum):
         raise ValueError(f"unsupported curve {name}: SGP.22 allows secp256r1 and brainpoolP256r1")
 
 
-class ChainReason(str, enum.Enum):
+class ChainReason(enum.StrEnum):
     """Why a certificate chain was rejected; servers map these to SGP.22 reason codes."""
 
     UNKNOWN_CI = "unknown-ci"
@@ -530,7 +530,7 @@ class PkiSet:
 
 
 def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0)
 
 
 def _name(*pairs: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
@@ -677,7 +677,7 @@ def _issue_euicc(eum: Credential, eid: str, *, days: int | None = None) -> Crede
         (NameOID.COMMON_NAME, "Test eUICC"),
     )
     # RFC 5280 §4.1.2.5: 99991231235959Z for a certificate without a well-defined expiration.
-    not_after = None if days else _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=_dt.timezone.utc)
+    not_after = None if days else _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=_dt.UTC)
     return issue(Role.EUICC, eum.curve, subject, eum, not_after=not_after, days=days or 3650)
 
 
@@ -969,7 +969,7 @@ def load(directory: str | os.PathLike) -> PkiSet:
 
     linked = _attach_chains([*primary.values(), *extra.values()])
     primary = {(c.role, c.curve): c for c in linked[: len(primary)]}
-    extra = dict(zip(extra.keys(), linked[len(primary):]))
+    extra = dict(zip(extra.keys(), linked[len(primary):], strict=True))
     pki = PkiSet(root=root, credentials=primary, extra=extra)
 
     manifest_path = root / MANIFEST_NAME
@@ -1243,9 +1243,9 @@ def verify_chain(
     if not anchors:
         raise ChainError(ChainReason.UNKNOWN_CI, "no trusted CI certificates given", leaf_cert)
     wanted_role = Role(role) if role is not None else None
-    when = at or _dt.datetime.now(_dt.timezone.utc)
+    when = at or _dt.datetime.now(_dt.UTC)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
+        when = when.replace(tzinfo=_dt.UTC)
 
     anchor_ders = {a.public_bytes(serialization.Encoding.DER) for a in anchors}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
 import time
@@ -54,7 +55,7 @@ def test_cereg_solicited_only_while_query_in_flight(fake, chan):
     assert chan.command("AT+CEREG?").lines == ('+CEREG: 5,1,"002F","0012BEEF",7',)
     assert chan.command("AT+CSQ").lines == ("+CSQ: 17,99",)
     assert sub.get(1).line == "+CEREG: 2"
-    with pytest.raises(Exception):
+    with pytest.raises(queue.Empty):
         sub.get(0.05)
 
 

@@ -19,7 +19,7 @@ from sgp32hil.harness import pki
 from sgp32hil.harness.pki import ChainError, ChainReason, Curve, Role, RspOid
 
 CURVES = [Curve.NIST, Curve.BRP]
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture(scope="session")

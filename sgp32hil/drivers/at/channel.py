@@ -14,8 +14,9 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Pattern, Sequence
+from re import Pattern
 
 import serial
 

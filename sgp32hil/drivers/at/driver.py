@@ -6,8 +6,9 @@ import logging
 import queue
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Pattern
+from re import Pattern
 
 from . import parsers as P
 from .channel import AtChannel, UrcEvent, default_expect

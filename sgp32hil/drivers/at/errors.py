@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class FinalKind(str, Enum):
+class FinalKind(StrEnum):
     """Final result codes (ITU-T V.250 §5.7.1, 27.007 §9.2, 27.005 §3.2.5) plus profile extras."""
 
     OK = "OK"

@@ -8,8 +8,8 @@ and what was expected.  Section numbers refer to 3GPP TS 27.007.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 Lines = str | Sequence[str]
 
@@ -384,7 +384,7 @@ def parse_registration(line: str, *, solicited: bool | None = None) -> Registrat
     rest = f[1:]
     if len(rest) > len(layout):
         raise ParseError(domain, line, f"at most {len(layout) + 1} fields after <n> for {domain}")
-    for name, raw in zip(layout, rest):
+    for name, raw in zip(layout, rest, strict=False):
         if name in ("area", "ci"):
             values[name] = _int(domain, line, raw, base=16, optional=True)
         elif name == "rac":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class PortIdentity:
     """Exactly one of ``path``, ``url`` or ``usb_serial`` (+ ``usb_interface``) is set."""

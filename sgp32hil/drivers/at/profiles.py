@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -451,7 +452,7 @@ def profile_names() -> list[str]:
     return sorted(e.name[:-5] for e in _profile_dir().iterdir() if e.name.endswith(".yaml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_profile(name: str) -> VendorProfile:
     """Load and validate the packaged profile ``name`` (e.g. ``quectel-bg95``)."""
     entry = _profile_dir().joinpath(f"{name}.yaml")

@@ -6,12 +6,12 @@ re-encoding; these helpers locate such parts without decoding them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence, Union
 
 from .codec import Asn1Error
 
-PathStep = Union[int, bytes, str]
+PathStep = int | bytes | str
 
 _MAX_LENGTH_OCTETS = 4
 
