@@ -498,7 +498,8 @@ def test_malformed_gets_error_result(card, command, expected):
     ("BF9900", 0x6A88),
     ("BF3800", 0x6A80),  # AuthenticateServer exists; its error result needs a transactionId the request lacks
     ("BF3600", 0x6A88),
-    ("BF5100", 0x6A88),
+    ("BF5100", 0x6A80),  # LoadEuiccPackage without an eimId: no EuiccPackageResult can name the eIM
+    ("BF3500", 0x6A88),
     ("BF22", 0x6A80),
     ("BF220100", 0x6A80),
     ("BF2200FF", 0x6A80),

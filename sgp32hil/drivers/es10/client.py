@@ -34,6 +34,7 @@ from .types import (
     EimConfiguration,
     EuiccInfo1,
     EuiccInfo2,
+    EuiccPackageOutcome,
     MemoryResetResult,
     NotificationMetadata,
     PendingNotification,
@@ -303,11 +304,14 @@ class Es10Client:
         return [NotificationMetadata.from_asn1(m) for m in body]
 
     def retrieve_notifications_list(
-        self, seq: int | None = None, events: Iterable[str] | None = None, *, package_results: bool = False
+        self, seq: int | None = None, events: Iterable[str] | None = None, *, package_results: bool = False,
+        euicc_package_results: bool = False,
     ) -> list[PendingNotification]:
         """ES10b.RetrieveNotificationsList (SGP.22 §5.7.10, SGP.32 §5.9): the signed notifications, each
-        with its exact DER.  Search by ``seq``, by ``events``, or (SGP.32) ``package_results`` for the
-        stored EuiccPackageResults."""
+        with its exact DER.  Search by ``seq``, by ``events``, or (SGP.32) ``package_results`` (alias
+        ``euicc_package_results``) for the stored EuiccPackageResults (kind ``euiccPackageResult``, ``der``
+        the result as returned; :meth:`retrieve_euicc_package_results` gives just the DERs)."""
+        package_results = package_results or euicc_package_results
         if (seq is not None) + bool(events) + bool(package_results) > 1:
             raise ValueError("give at most one of seq, events, package_results")
         request: dict[str, Any] = {}
@@ -332,7 +336,8 @@ class Es10Client:
         return [PendingNotification.from_asn1(("euiccPackageResult", r), e.raw) for r, e in zip(body, elements, strict=True)]
 
     def remove_notification_from_list(self, seq: int) -> None:
-        """ES10b.RemoveNotificationFromList (SGP.22 §5.7.11); ``nothingToDelete`` raises :class:`Es10Error`."""
+        """ES10b.RemoveNotificationFromList (SGP.22 §5.7.11); ``nothingToDelete`` raises :class:`Es10Error`.
+        SGP.32: also acknowledges a stored EuiccPackageResult by its seqNumber (one seqNumber space)."""
         value, _ = self._call("RemoveNotificationFromList", {"seqNumber": seq})
         self._check("RemoveNotificationFromList", value["deleteNotificationStatus"],
                     "NotificationSentResponse", "deleteNotificationStatus")
@@ -394,34 +399,72 @@ class Es10Client:
             raise Es10Error("GetCerts", None, "malformedResponse", der=raw, detail="certificates A5/A6 missing")
         return Certs(certificate_der(spans[0xA5]), certificate_der(spans[0xA6]))
 
-    def load_euicc_package(self, euicc_package_request: bytes) -> tuple[Any, bytes]:
-        """ES10b.LoadEuiccPackage (SGP.32 §5.9.1): send a signed EuiccPackageRequest (BF51) unchanged;
-        return the decoded EuiccPackageResult and its exact DER (signed, to forward to the eIM)."""
+    def load_euicc_package(self, euicc_package_request: bytes) -> EuiccPackageOutcome:
+        """ES10b.LoadEuiccPackage (SGP.32 v1.2 §5.9.1): send a signed EuiccPackageRequest (BF51) unchanged.
+
+        Returns the EuiccPackageResult as :class:`EuiccPackageOutcome` (``der`` exactly as returned, to
+        forward to the eIM). Error results (signed or unsigned) are outcomes, not exceptions; a response
+        that is not an EuiccPackageResult raises :class:`Es10Error`."""
         raw = self.session.store_data(bytes(euicc_package_request), function="LoadEuiccPackage")
+        return self._package_outcome("LoadEuiccPackage", raw)
+
+    @staticmethod
+    def _package_outcome(function: str, raw: bytes) -> EuiccPackageOutcome:
         if not raw:
-            raise Es10Error("LoadEuiccPackage", None, "emptyResponse", der=raw)
+            raise Es10Error(function, None, "emptyResponse", der=raw, detail="expected EuiccPackageResult")
         try:
-            return asn1_decode("EuiccPackageResult", raw), raw
-        except Asn1Error as exc:
-            raise Es10Error("LoadEuiccPackage", None, "malformedResponse", der=raw, detail=str(exc)) from None
+            return EuiccPackageOutcome.from_der(raw)
+        except (Asn1Error, TlvError) as exc:
+            raise Es10Error(function, None, "malformedResponse", der=raw, detail=str(exc)) from None
 
-    def _refresh_call(self, name: str, result_field: str, refresh: bool) -> None:
-        value, _ = self._call(name, {"refreshFlag": refresh})
+    def _refresh_call(self, name: str, result_field: str, refresh: bool) -> tuple[Any, bytes]:
+        value, raw = self._call(name, {"refreshFlag": refresh})
         self._check(name, value[result_field], BY_NAME[name].response_type, result_field)
+        return value, raw
 
-    def profile_rollback(self, refresh: bool = True) -> None:
-        """ES10b.ProfileRollback (SGP.32 §5.9): back to the profile enabled before the last PSMO enable.
-        The optional EuiccPackageResult of the response is kept in :attr:`exchanges`."""
-        self._refresh_call("ProfileRollback", "cmdResult", refresh)
+    def profile_rollback(self, refresh: bool = True) -> EuiccPackageOutcome | None:
+        """ES10b.ProfileRollback (SGP.32 v1.2 §5.9): back to the profile enabled before the last enable PSMO
+        with rollbackFlag. Returns the EuiccPackageResult the response carries (the rolled-back package's
+        result with rollbackResult; forward ``der`` to the eIM), None when it has none. A cmdResult other
+        than ok (``rollbackNotAllowed``, ``catBusy`` ...) raises :class:`Es10Error`."""
+        _, raw = self._refresh_call("ProfileRollback", "cmdResult", refresh)
+        inner = [c for c in self._walk("ProfileRollback", raw) if tag_int(c) == 0xBF51]
+        return self._package_outcome("ProfileRollback", inner[0].raw) if inner else None
+
+    def configure_immediate_profile_enabling(self, enable: bool = True, *, smdp_oid: str | None = None,
+                                             smdp_address: str | None = None) -> None:
+        """ES10b.ConfigureImmediateProfileEnabling (SGP.32 v1.2 §5.9, BF59): allow ImmediateEnable, for
+        profiles from the default SM-DP+ ``smdp_oid``/``smdp_address`` when given. A non-ok result
+        (``associatedEimAlreadyExists`` while an eIM is associated ...) raises :class:`Es10Error`."""
+        request: dict[str, Any] = {}
+        if enable:
+            request["immediateEnableFlag"] = None
+        if smdp_oid is not None:
+            request["defaultSmdpOid"] = smdp_oid
+        if smdp_address is not None:
+            request["defaultSmdpAddress"] = smdp_address
+        name = "ConfigureImmediateProfileEnabling"
+        value, _ = self._call(name, request)
+        self._check(name, value["configImmediateEnableResult"], BY_NAME[name].response_type,
+                    "configImmediateEnableResult")
 
     def execute_fallback_mechanism(self, refresh: bool = True) -> None:
-        """ES10b.ExecuteFallbackMechanism (SGP.32 v1.2 §5.9): enable the profile with the fallback attribute."""
+        """ES10b.ExecuteFallbackMechanism (SGP.32 v1.2 §5.9, BF5D): enable the profile with the Fallback
+        Attribute. ``profileNotInDisabledState``, ``catBusy``, ``fallbackNotAvailable`` ... raise
+        :class:`Es10Error`."""
         self._refresh_call("ExecuteFallbackMechanism", "executeFallbackMechanismResult", refresh)
 
     def return_from_fallback(self, refresh: bool = True) -> None:
-        """ES10b.ReturnFromFallback (SGP.32 v1.2 §5.9): re-enable the profile active before the fallback."""
+        """ES10b.ReturnFromFallback (SGP.32 v1.2 §5.9, BF5E): re-enable the profile active before the
+        fallback; ``fallbackNotAvailable`` when not in fallback raises :class:`Es10Error`."""
         self._refresh_call("ReturnFromFallback", "returnFromFallbackResult", refresh)
 
     def immediate_enable(self, refresh: bool = True) -> None:
-        """ES10b.ImmediateEnable (SGP.32 v1.2 §5.9): enable the profile just downloaded."""
+        """ES10b.ImmediateEnable (SGP.32 v1.2 §5.9, BF5A): enable the profile just downloaded
+        (``immediateEnableNotAvailable``, ``noSessionContext``, ``catBusy`` raise :class:`Es10Error`)."""
         self._refresh_call("ImmediateEnable", "immediateEnableResult", refresh)
+
+    def retrieve_euicc_package_results(self) -> list[bytes]:
+        """ES10b.RetrieveNotificationsList with searchCriteria euiccPackageResults (SGP.32 v1.2 §5.9): the
+        stored EuiccPackageResults, each exactly as returned (forward them to the eIM unchanged)."""
+        return [n.der for n in self.retrieve_notifications_list(package_results=True)]

@@ -476,6 +476,80 @@ class AddInitialEimResult(_Record):
     association_token: int | None = None
 
 
+_PACKAGE_KINDS = {"euiccPackageResultSigned": "result", "euiccPackageErrorSigned": "error_signed",
+                  "euiccPackageErrorUnsigned": "error_unsigned"}
+
+
+@dataclass(frozen=True)
+class EuiccPackageOutcome(_Record):
+    """An EuiccPackageResult 'BF51' (SGP.32 v1.2 §2.11.2, §5.9.1), as ES10b.LoadEuiccPackage or
+    ProfileRollback returned it.
+
+    ``kind`` is ``result`` (euiccPackageResultSigned), ``error_signed`` or ``error_unsigned``.
+    ``results`` are the euiccResult entries as (alternative, decoded value), e.g. ``("enableResult", 0)``;
+    :meth:`named_results` gives the result codes their ASN.1 names. ``error`` is the
+    EuiccPackageErrorCode name of a signed error. ``signed_data``/``signature`` are the signed part as
+    returned and euiccSignEPR/euiccSignEPE (both empty for the unsigned error); the signature covers
+    ``signed_data`` followed by the eIM's associationToken DO. ``der`` is the result exactly as the eUICC
+    returned it: the IPA forwards it to the eIM byte for byte.
+    """
+
+    kind: str
+    eim_id: str
+    counter_value: int | None
+    eim_transaction_id: bytes | None
+    seq_number: int | None
+    results: tuple[tuple[str, Any], ...]
+    error_code: int | None
+    error: str | None
+    association_token: int | None
+    signed_data: bytes = dataclasses.field(repr=False)
+    signature: bytes = dataclasses.field(repr=False)
+    der: bytes = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_der(cls, der: bytes) -> "EuiccPackageOutcome":
+        """Decode an EuiccPackageResult; :class:`~sgp32hil.harness.asn1.Asn1Error` or
+        :class:`~sgp32hil.harness.asn1.TlvError` when it is not one."""
+        from ...harness.asn1 import euicc_package_result_signed
+
+        alternative, value = asn1_decode("EuiccPackageResult", der)
+        kind = _PACKAGE_KINDS[alternative]
+        if kind == "error_unsigned":
+            return cls(kind, value["eimId"], None, value.get("eimTransactionId"), None, (), None, None,
+                       value.get("associationToken"), b"", b"", bytes(der))
+        part = euicc_package_result_signed(der)
+        data = value["euiccPackageResultDataSigned" if kind == "result" else "euiccPackageErrorDataSigned"]
+        code = data.get("euiccPackageErrorCode")
+        return cls(
+            kind=kind,
+            eim_id=data["eimId"],
+            counter_value=data["counterValue"],
+            eim_transaction_id=data.get("eimTransactionId"),
+            seq_number=data.get("seqNumber"),
+            results=tuple(tuple(r) for r in data.get("euiccResult", [])),
+            error_code=code,
+            error=None if code is None else asn1_names().number_name(code, "EuiccPackageErrorCode"),
+            association_token=None,
+            signed_data=part.data,
+            signature=part.signature,
+            der=bytes(der),
+        )
+
+    @property
+    def ok(self) -> bool:
+        """A signed result whose every entry succeeded (no PSMO/eCO failed or was left out)."""
+        return self.kind == "result" and all(
+            not isinstance(v, int) or v == 0 or (n, v) == ("deleteEimResult", 2) for n, v in self.results
+        ) and not any(n == "processingTerminated" for n, _ in self.results)
+
+    def named_results(self) -> list[tuple[str, Any]]:
+        """``results`` with integer result codes replaced by their names (``("enableResult", "ok")``)."""
+        names = asn1_names()
+        return [(n, names.number_name(v, "EuiccResultData", n) if isinstance(v, int) else v)
+                for n, v in self.results]
+
+
 def certificate_der(container: bytes) -> bytes:
     """The DER of an implicitly tagged ``[n] Certificate`` (or SubjectPublicKeyInfo) TLV, retagged as the
     SEQUENCE it is ('An' -> '30')."""

@@ -689,6 +689,8 @@ class Downloader:
         draft.download_otpk = draft.download_otsk = b""
         draft.pending_install = None
         self.isdr._commit(draft)
+        if failure is None:
+            self.isdr.session.installed_iccid = profile.iccid
         return pir
 
     def _installation_result(self, draft: EuiccState, transaction_id: bytes, oid: str, address: str, iccid: str,

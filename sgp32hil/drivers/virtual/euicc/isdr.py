@@ -115,10 +115,11 @@ class RefreshRequest:
 @dataclass
 class Session:
     """Volatile ISD-R data, lost on reset (SGP.22 §5.7.10 challenge, the download session of
-    :mod:`.download`)."""
+    :mod:`.download`, the profile it installed for SGP.32 v1.2 ImmediateEnable)."""
 
     euicc_challenge: bytes | None = None
     download: DownloadSession | None = None
+    installed_iccid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,21 @@ class IsdR:
         for tag in SEGMENT_TAGS:
             self.functions[tag] = self.functions[asn1.tag_of("BoundProfilePackage")]
         add("LoadCRL", "LoadCRLRequest", None)
-        add("LoadEuiccPackage", "EuiccPackageRequest", None)
+        from .packages import Packages
+
+        self.packages = Packages(self)
+        add("LoadEuiccPackage", "EuiccPackageRequest", None, self.packages.load, raw=True)
+        add("ProfileRollback", "ProfileRollbackRequest", "ProfileRollbackResponse", self.packages.profile_rollback,
+            {"cmdResult": UNDEFINED_ERROR})
+        add("ConfigureImmediateProfileEnabling", "ConfigureImmediateProfileEnablingRequest",
+            "ConfigureImmediateProfileEnablingResponse", self.packages.configure_immediate_enabling,
+            {"configImmediateEnableResult": UNDEFINED_ERROR})
+        add("ImmediateEnable", "ImmediateEnableRequest", "ImmediateEnableResponse", self.packages.immediate_enable,
+            {"immediateEnableResult": UNDEFINED_ERROR})
+        add("ExecuteFallbackMechanism", "ExecuteFallbackMechanismRequest", "ExecuteFallbackMechanismResponse",
+            self.packages.execute_fallback, {"executeFallbackMechanismResult": UNDEFINED_ERROR})
+        add("ReturnFromFallback", "ReturnFromFallbackRequest", "ReturnFromFallbackResponse",
+            self.packages.return_from_fallback, {"returnFromFallbackResult": UNDEFINED_ERROR})
 
     def on_card_reset(self, kind: ResetKind) -> None:
         """Card reset (cold or warm): drop the session, complete any pending REFRESH and report a BPP load
@@ -432,13 +447,14 @@ class IsdR:
             response["defaultDpAddress"] = self.state.default_dp_address
         return response
 
-    def get_rat(self, request: dict) -> dict:
-        """GetRAT (SGP.22 §5.7.22): the Rules Authorisation Table."""
+    def get_rat(self, request: dict, state: EuiccState | None = None) -> dict:
+        """GetRAT (SGP.22 §5.7.22): the Rules Authorisation Table (of ``state``, default the current)."""
+        state = state or self.state
         return {"rat": [{
             "pprIds": named_bits(PPR_BITS[p] for p in rule.pprs),
             "allowedOperators": [self._operator(op.mcc_mnc, op.gid1, op.gid2) for op in rule.allowed_operators],
             "pprFlags": named_bits([0] if rule.consent_required else []),
-        } for rule in self.state.rat]}
+        } for rule in state.rat]}
 
     @staticmethod
     def _operator(mcc_mnc: bytes, gid1: bytes, gid2: bytes) -> dict:
@@ -472,15 +488,17 @@ class IsdR:
         }
         return {k: v for k, v in info.items() if v is not None and PROFILE_INFO_TAGS[k] in tags}
 
-    def get_profiles_info(self, request: dict) -> tuple[str, Any]:
+    def get_profiles_info(self, request: dict, state: EuiccState | None = None) -> tuple[str, Any]:
         """GetProfilesInfo (SGP.22 §5.7.15): searchCriteria {isdpAid | iccid | profileClass} and tagList;
-        no match gives an empty list, an unknown criterion or an unreadable tag list incorrectInputValues."""
+        no match gives an empty list, an unknown criterion or an unreadable tag list incorrectInputValues.
+        ``state`` is the NVM to list (the listProfileInfo PSMO lists the package's working copy)."""
         incorrect = ("profileInfoListError", INCORRECT_INPUT_VALUES)
-        profiles = list(self.state.profiles)
+        state = state or self.state
+        profiles = list(state.profiles)
         if "searchCriteria" in request:
             kind, value = request["searchCriteria"]
             if kind in ("iccid", "isdpAid"):
-                found = self._find(self.state, (kind, value))
+                found = self._find(state, (kind, value))
                 profiles = [found] if found else []
             elif kind == "profileClass" and value in CLASS_NAMES:
                 profiles = [p for p in profiles if p.profile_class == CLASS_NAMES[value]]
@@ -514,11 +532,10 @@ class IsdR:
             return {"enableResult": DISALLOWED_BY_POLICY}
         if refresh and self.cat_busy:
             return {"enableResult": CAT_BUSY}
-        if current is not None:
-            current.state = "disabled"
-            notifications.create(draft, self._key, current, "disable")
-        target.state = "enabled"
-        notifications.create(draft, self._key, target, "enable")
+        from .packages import switch
+
+        switch(draft, self._key, current, target)
+        draft.rollback = None
         self._commit(draft)
         self._just_disabled = current.iccid if current else None
         if refresh:
@@ -540,6 +557,8 @@ class IsdR:
             return {"disableResult": CAT_BUSY}
         target.state = "disabled"
         notifications.create(draft, self._key, target, "disable")
+        draft.rollback = None
+        draft.fallback_active_from = ""
         self._commit(draft)
         self._just_disabled = target.iccid
         if refresh:
@@ -559,8 +578,11 @@ class IsdR:
             return {"deleteResult": DISALLOWED_BY_POLICY}
         notifications.create(draft, self._key, target, "delete")
         draft.profiles.remove(target)
-        if draft.rollback_iccid == target.iccid:
-            draft.rollback_iccid = ""
+        if draft.rollback is not None and target.iccid in (draft.rollback.previous_iccid,
+                                                           draft.rollback.enabled_iccid):
+            draft.rollback = None
+        if draft.fallback_active_from == target.iccid:
+            draft.fallback_active_from = ""
         self._commit(draft)
         return {"deleteResult": OK}
 
@@ -616,11 +638,15 @@ class IsdR:
             changed = changed or draft.immediate_enable or bool(draft.default_smdp_for_immediate)
             draft.immediate_enable = False
             draft.default_smdp_for_immediate = ""
+            draft.immediate_enable_smdp_oid = ""
             response["resetImmediateEnableConfigResult"] = OK
         if not changed:
             return {"resetResult": NOTHING_TO_DELETE, **response}
-        if any(p.iccid == draft.rollback_iccid for p in removed):
-            draft.rollback_iccid = ""
+        if draft.rollback is not None and any(p.iccid in (draft.rollback.previous_iccid, draft.rollback.enabled_iccid)
+                                              for p in removed):
+            draft.rollback = None
+        if any(p.iccid == draft.fallback_active_from for p in removed):
+            draft.fallback_active_from = ""
         self._commit(draft)
         if enabled_removed is not None:
             self._just_disabled = None
@@ -660,13 +686,17 @@ class IsdR:
 
     def remove_notification(self, request: dict) -> dict:
         """RemoveNotificationFromList / NotificationSent (SGP.22 §5.7.11): removes the pending notification
-        with seqNumber; SGP.32 also acknowledges a stored eUICC Package Result by its seqNumber."""
+        with seqNumber; SGP.32 also acknowledges a stored eUICC Package Result by its seqNumber (one
+        seqNumber space, :func:`.packages.allocate_seq`). Acknowledging the result of an enable with
+        rollbackFlag confirms that enable: ProfileRollback is no longer possible."""
         seq = request["seqNumber"]
         draft = self._draft()
         before = (len(draft.notifications), len(draft.package_results))
         draft.notifications = [n for n in draft.notifications if n.seq_number != seq]
         if len(draft.notifications) == before[0]:
             draft.package_results = [r for r in draft.package_results if r.seq_number != seq]
+            if draft.rollback is not None and draft.rollback.seq_number == seq:
+                draft.rollback = None
         if (len(draft.notifications), len(draft.package_results)) == before:
             return {"deleteNotificationStatus": NOTHING_TO_DELETE}
         self._commit(draft)

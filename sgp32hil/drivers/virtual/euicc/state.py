@@ -120,6 +120,19 @@ class PackageResult:
 
 
 @dataclass
+class RollbackContext:
+    """What ES10b.ProfileRollback (SGP.32 v1.2 §5.9.x, BF58) needs after an enable PSMO with rollbackFlag:
+    the profile to go back to, the profile that package enabled, and the signed data of that package's
+    result (its euiccResult list is repeated, with rollbackResult appended, in the rollback's result)."""
+
+    previous_iccid: str
+    enabled_iccid: str
+    seq_number: int
+    result_data: bytes
+    association_token: int | None = None
+
+
+@dataclass
 class PendingInstall:
     """A Bound Profile Package load in progress (SGP.22 §5.7.6): what the eUICC needs to report
     installFailedDueToInterruption if the load never completes (reset, power loss, a new session)."""
@@ -135,7 +148,9 @@ class PendingInstall:
 class EuiccState:
     """The whole NVM of one software eUICC.
 
-    ``download_otpk``/``download_otsk`` (uncompressed point, PKCS#8 DER) are the one-time key pair of the
+    Notifications and stored eUICC Package Results share one sequence-number space (see
+    :func:`.packages.allocate_seq`), so RemoveNotificationFromList / EimAcknowledgements name either
+    without ambiguity. ``download_otpk``/``download_otsk`` (uncompressed point, PKCS#8 DER) are the one-time key pair of the
     last PrepareDownload, kept across resets so that a retried download can reuse them (SGP.22 §3.1.3.2
     bppEuiccOtpk); ``pending_install`` marks a BPP load in progress (never a profile); see :mod:`.download`.
     """
@@ -158,7 +173,8 @@ class EuiccState:
     next_association_token: int = 1
     immediate_enable: bool = False
     default_smdp_for_immediate: str = ""
-    rollback_iccid: str = ""
+    immediate_enable_smdp_oid: str = ""
+    rollback: RollbackContext | None = None
     fallback_active_from: str = ""
     extra_certs: dict[str, bytes] = field(default_factory=dict)
     rat: list[RatRule] = field(default_factory=list)
