@@ -149,9 +149,9 @@ def parse_policy(data: Any, source: str = "<policy>") -> Policy:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise _err(source, f"{key}.when.{cond}", "expected a non-negative integer")
             elif isinstance(value, list):
-                if not value or not all(isinstance(v, (str, int)) for v in value):
+                if not value or not all(isinstance(v, str) for v in value):
                     raise _err(source, f"{key}.when.{cond}", "expected a string or a list of strings")
-            elif not isinstance(value, (str, int)) or isinstance(value, bool):
+            elif not isinstance(value, str):
                 raise _err(source, f"{key}.when.{cond}", "expected a string (quote MCCs: \"001\")")
         actions = [a for a in ("download", "enable") if a in raw]
         if len(actions) != 1:
