@@ -14,6 +14,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,18 +91,21 @@ class EimApp:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        t0 = time.perf_counter()
         answer = self.service.fast_poll(body)
         if answer is None:
             answer = await run_in_threadpool(dispatch, self.service, body)
-        await self._answer(send, answer)
+        # Server-Timing (W3C): the eIM's own share of the exchange, read by benchmarks/eim_polls.py.
+        timing = [(b"server-timing", f"handler;dur={(time.perf_counter() - t0) * 1000:.3f}".encode())]
+        await self._answer(send, answer, timing)
 
-    async def _answer(self, send, answer: EsipaAnswer) -> None:
+    async def _answer(self, send, answer: EsipaAnswer, extra=()) -> None:
         if answer.status == 200:
-            await self._send(send, 200, answer.body)
+            await self._send(send, 200, answer.body, extra=extra)
         elif answer.status == 204:
-            await self._send(send, 204)
+            await self._send(send, 204, extra=extra)
         else:
-            await self._text(send, answer.status, answer.error or "bad request")
+            await self._text(send, answer.status, answer.error or "bad request", extra)
 
 
 def build_app(service: EimService) -> EimApp:
