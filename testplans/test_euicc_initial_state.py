@@ -61,12 +61,13 @@ def test_bootstrap_profile_enabled(euicc, bench):
 
 @pytest.mark.testcase("HIL-EUICC-005", "eIM configuration points at the bench's eIM",
                       family="SGP.33 eIM configuration", story="GetEimConfigurationData")
-def test_eim_configuration(euicc, bench):
+def test_eim_configuration(euicc, bench_services):
     configs = euicc.get_eim_configuration_data()
     assert configs, "no eIM configured: the device cannot be managed remotely"
-    if bench.eim_address:
+    address = bench_services.eim_address
+    if address:
         fqdns = [c.eim_fqdn for c in configs]
-        assert bench.eim_address in fqdns, f"eIM addresses on the card {fqdns}, bench eIM {bench.eim_address}"
+        assert address in fqdns, f"eIM addresses on the card {fqdns}, bench eIM {address}"
     for c in configs:
         assert c.counter_value is None or c.counter_value >= 0
 

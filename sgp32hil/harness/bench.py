@@ -619,7 +619,8 @@ def _server(at: _At, role: Literal["eim", "smdp"], files: _FileCheck) -> Server:
             raise m.req("host").error(
                 f"expected a loopback address (127.0.0.1, ::1, localhost), got {host!r}: bundled servers use "
                 "test keys and no client authentication, so they listen on loopback only; give a lab server by url")
-        port = m.get("port").integer(1, 65535) if m.get("port") else DEFAULT_SERVER_PORTS[role]
+        # 0: any free port, picked when the harness starts the server (what the software eUICC is then given).
+        port = m.get("port").integer(0, 65535) if m.get("port") else DEFAULT_SERVER_PORTS[role]
         pki = m.req("pki", "the test PKI folder (generated there when empty)").path()
         if pki.exists() and not pki.is_dir():
             raise m.req("pki").error(f"expected a folder, got a file: {pki}")
@@ -803,7 +804,7 @@ def _listeners(bench: Bench) -> dict[str, str]:
     """Host resources a bench's processes bind: bundled server ports and the vpcd port."""
     out = {}
     for server in (bench.eim, bench.smdp):
-        if server and server.bundled:
+        if server and server.bundled and server.port:
             out[f"port {server.port}"] = f"{server.role} (bundled)"
     if bench.euicc.via == "virtual":
         out[f"vpcd port {bench.euicc.vpcd_port}"] = "euicc.vpcd_port"

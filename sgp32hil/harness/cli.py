@@ -213,10 +213,52 @@ def cmd_run(args) -> int:
     if args.sgp32_version:
         argv.append(f"--sgp32-version={args.sgp32_version}")
     argv += args.pytest_args
-    print(f"sgp32-hil run: bench {bench.name} ({bench_path}), plan {args.plan}, reports in {out}")
+    print(f"sgp32-hil run: bench {bench.name} ({bench_path}), plan {args.plan}, reports in {out}", flush=True)
+    started = time.monotonic()
     rc = pytest.main(argv)
-    print(f"reports: {out} (matrix.html, matrix.md, metrics.json, junit-{slot}.xml, allure-results/)")
+    wall = time.monotonic() - started
+    print(f"wall time {wall:.1f} s; reports: {out} (matrix.html, matrix.md, metrics.json, junit-{slot}.xml, "
+          f"allure-results/; 'sgp32-hil report {out}' builds the Allure HTML report)")
+    if rc not in (0, 1):
+        print(f"sgp32-hil run: pytest ended with exit status {rc} (usage error, interrupted or no tests)", file=sys.stderr)
     return 0 if rc == 0 else 1
+
+
+def cmd_report(args) -> int:
+    """Build the Allure HTML report of a run folder with the ``allure`` command (npm package ``allure``)."""
+    import shutil
+    import subprocess
+
+    base = Path(args.dir)
+    if not base.exists():
+        raise CliError(f"{base}: no such run folder (sgp32-hil run writes reports/<timestamp>/)")
+    results = base / "allure-results" if (base / "allure-results").is_dir() else base
+    if not any(results.glob("*-result.json")):
+        raise CliError(f"{results}: no Allure results (*-result.json) here; give a folder written by sgp32-hil run")
+    out = Path(args.out) if args.out else results.parent / "allure-report"
+    for matrix in ("matrix.html", "matrix.md"):
+        if (results.parent / matrix).is_file():
+            print(f"conformance matrix: {results.parent / matrix}")
+    allure = shutil.which("allure")
+    if allure is None:
+        print("the Allure command line is not installed: install it with 'npm install -g allure' (Allure 3) "
+              "or see https://allurereport.org/docs/install/; then run: "
+              f"allure generate {results} -o {out}", file=sys.stderr)
+        return EXIT_USAGE
+    history = out / "history"
+    if history.is_dir():  # Allure 2 trends: the previous report's history goes into the results
+        shutil.copytree(history, results / "history", dirs_exist_ok=True)
+    cmd = [allure, "generate", str(results), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 and "--clean" not in cmd:
+        cmd.insert(2, "--clean")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"sgp32-hil: {' '.join(cmd)} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}",
+              file=sys.stderr)
+        return 1
+    print(f"Allure report: {out / 'index.html'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--keep-state", action="store_true", help="keep the virtual eUICC's state between runs")
     sp.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG", help="extra pytest arguments (after --)")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser(
+        "report",
+        help="build the Allure HTML report of a run (needs the 'allure' command, npm package allure)",
+        description="Turns reports/<timestamp>/allure-results into an HTML report with 'allure generate'. The "
+        "conformance matrix (matrix.html, matrix.md) is written by every run and needs nothing extra.",
+    )
+    sp.add_argument("dir", nargs="?", default="reports/latest", help="run folder (default: reports/latest)")
+    sp.add_argument("--out", help="report folder (default: <run folder>/allure-report)")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("readers", help="list PC/SC readers and the cards in them")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

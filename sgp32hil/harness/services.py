@@ -166,3 +166,105 @@ class SoftEuiccProcess:
                 wait_until(lambda: not card_present(self.reader), 10.0, f"{self.reader!r} to see the card removed")
             except TimeoutError:
                 pass
+
+
+@dataclass
+class VirtualModemProcess:
+    """``sgp32-hil virtual modem`` as a child process: the simulated module on a pty (``link``) hosting the
+    software eUICC in process, the same card also in a vpcd reader, and the JSON-lines control socket.
+
+    The eUICC asks the MT for REFRESH after a profile switch (ETSI TS 102 223 §6.4.7), so the MT reports
+    +CPIN NOT READY/READY, re-reads the ICCID and registers where the new IMSI belongs, while the host
+    IPAd reaches the card through pcscd as it would a USB reader.
+    """
+
+    run_dir: Path
+    state_dir: Path
+    vpcd_port: int
+    proc: subprocess.Popen
+    log_path: Path
+    link: Path
+    control: Path
+    reader: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = VPCD_READERS.get(self.vpcd_port, f"vpcd:{self.vpcd_port}")
+
+    @classmethod
+    def start(
+        cls,
+        run_dir: Path,
+        state_dir: Path,
+        *,
+        vpcd_port: int = 35963,
+        vendor: str = "quectel-bg95",
+        networks: Path | None = None,
+        pki_dir: Path | None = None,
+        eim_fqdn: str | None = None,
+        sim_init_s: float | None = None,
+        timeout: float = 20.0,
+    ) -> "VirtualModemProcess":
+        reader = VPCD_READERS.get(vpcd_port)
+        if reader and card_present(reader):
+            raise ServiceError(f"{reader!r} already holds a card: another software eUICC is using vpcd port {vpcd_port}")
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        link, control = run_dir / "modem", run_dir / "control.sock"
+        argv = [sys.executable, "-m", "sgp32hil.harness.cli", "virtual", "modem", "--vendor", vendor,
+                "--euicc-state", str(state_dir), "--link", str(link), "--control", str(control),
+                "--vpcd-port", str(vpcd_port)]
+        if networks:
+            argv += ["--networks", str(networks)]
+        if pki_dir:
+            argv += ["--pki", str(pki_dir)]
+        if eim_fqdn:
+            argv += ["--eim-fqdn", eim_fqdn]
+        if sim_init_s is not None:
+            argv += ["--sim-init", str(sim_init_s)]
+        log_path = run_dir / "virtual-modem.log"
+        log = open(log_path, "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        svc = cls(run_dir, Path(state_dir), vpcd_port, proc, log_path, link, control)
+
+        def up() -> bool:
+            return proc.poll() is not None or (link.exists() and control.exists()
+                                               and (reader is None or card_present(reader)))
+
+        try:
+            wait_until(up, timeout, f"the simulated modem ({link}) and a card in {reader!r}")
+        except TimeoutError:
+            svc.stop()
+            raise ServiceError(f"simulated modem not up within {timeout:.0f} s (pty {link}, reader {reader!r}); "
+                               f"log {log_path}: {svc.log_tail()}") from None
+        if proc.poll() is not None:
+            raise ServiceError(f"simulated modem exited with {proc.returncode}: {svc.log_tail()}")
+        return svc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def client(self, timeout: float = 10.0):
+        """A control client (``status``, ``euicc_info``, ``set_coverage``, ``set_reject``, ``move``, ``refresh`` ...)."""
+        from ..drivers.virtual.modem.control import ControlClient
+
+        return ControlClient(self.control, timeout=timeout)
+
+    def call(self, method: str, **params):
+        with self.client() as c:
+            return c.call(method, **params)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        if self.reader in VPCD_READERS.values():
+            try:
+                wait_until(lambda: not card_present(self.reader), 10.0, f"{self.reader!r} to see the card removed")
+            except TimeoutError:
+                pass

@@ -47,8 +47,8 @@ def test_default_bench_is_the_virtual_fixture():
     assert b.modem.port.virtual and b.modem.port.spec is None and b.modem.vendor == "quectel-bg95"
     assert b.euicc.via == "virtual" and b.euicc.vpcd_port == 35963
     assert b.ipa.mode == "host"
-    assert b.eim.bundled and b.eim.address == "127.0.0.1:8444" and b.eim_address == "127.0.0.1:8444"
-    assert b.smdp.bundled and b.smdp.base_url == "https://127.0.0.1:8443"
+    # port 0: the harness picks a free port at start and gives the software eUICC the running eIM's address
+    assert b.eim.bundled and b.eim.port == 0 and b.smdp.bundled and b.smdp.port == 0
     assert b.pki_dir == (FIXTURES.parent / "pki" / "generated").resolve()
     assert b.networks == (FIXTURES.parent / "networks" / "default.yaml").resolve()
     assert b.bootstrap_iccid == "8900101000000000019"
@@ -336,3 +336,24 @@ def test_rack_missing_bench_file(tmp_path):
 def test_rack_needs_benches(tmp_path):
     with pytest.raises(BenchError, match="missing key 'benches'"):
         load_rack(write(tmp_path, "name: r\n", "rack.yaml"))
+
+
+def test_port_zero_means_any_free_port_and_is_not_a_listener_clash(tmp_path):
+    text = """
+name: a
+euicc: {via: virtual, vpcd_port: 35963}
+eim: {bundled: true, port: 0, pki: pki}
+smdp: {bundled: true, port: 0, pki: pki}
+"""
+    b = parse_bench(text, tmp_path / "a.yaml", check_files=False)
+    assert b.eim.port == 0 and b.smdp.port == 0
+    assert benchmod._listeners(b) == {"vpcd port 35963": "euicc.vpcd_port"}
+    with pytest.raises(BenchError) as err:
+        parse_bench(text.replace("port: 0, pki", "port: -1, pki", 1), tmp_path / "a.yaml", check_files=False)
+    assert err.value.key == "eim.port" and "0..65535" in str(err.value)
+
+
+def test_broken_virtual_bench_uses_the_rejecting_network():
+    b = load_bench(FIXTURES / "virtual-broken.yaml")
+    assert b.networks.name == "broken-operational.yaml"
+    assert b.profiles.named("operational").network == "operational"

@@ -16,7 +16,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-METHODS = ("status", "set_coverage", "set_reject", "move", "inject_urc", "fault", "refresh", "reenumerate",
+METHODS = ("status", "euicc_info", "set_coverage", "set_reject", "move", "inject_urc", "fault", "refresh", "reenumerate",
            "shutdown", "urc_storm")
 READ_DEADLINE_S = 30.0
 

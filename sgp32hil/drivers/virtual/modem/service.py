@@ -37,6 +37,55 @@ def with_apdu_quirks(profile: VendorProfile, **quirks: Any) -> VendorProfile:
     return dataclasses.replace(profile, apdu=dataclasses.replace(profile.apdu, **quirks))
 
 
+class SharedCard:
+    """One card reached from two terminals: the MT (``owner``) and a PC/SC reader (``guest``).
+
+    The virtual bench puts the software eUICC in the simulated modem *and* in a vpcd reader, so the host
+    IPAd reaches it through pcscd as in a lab with a USB reader while the MT still sees the REFRESH after a
+    switch.  APDUs are serialised with one lock (each is atomic, as on a single card contact).  The MT
+    owns power: CFUN and REFRESH power-cycle or reset the card (every logical channel closes, ETSI TS
+    102 221 §6.2); the reader's power off and reset are ignored so pcscd's housekeeping never pulls the
+    card from under the MT, and its power on only powers a card the MT left off.
+    """
+
+    def __init__(self, card: Card):
+        self.card = card
+        self.lock = threading.RLock()
+        self.owner = _Terminal(self, owns_power=True)
+        self.guest = _Terminal(self, owns_power=False)
+
+
+class _Terminal:
+    """One terminal's view of a :class:`SharedCard` (implements :class:`~..card.Card`)."""
+
+    def __init__(self, shared: SharedCard, owns_power: bool):
+        self.shared = shared
+        self.owns_power = owns_power
+
+    @property
+    def atr(self) -> bytes:
+        return self.shared.card.atr
+
+    def power_on(self) -> None:
+        with self.shared.lock:
+            if self.owns_power or not getattr(self.shared.card, "powered", True):
+                self.shared.card.power_on()
+
+    def power_off(self) -> None:
+        if self.owns_power:
+            with self.shared.lock:
+                self.shared.card.power_off()
+
+    def reset(self) -> None:
+        if self.owns_power:
+            with self.shared.lock:
+                self.shared.card.reset()
+
+    def process_apdu(self, capdu: bytes) -> bytes:
+        with self.shared.lock:
+            return self.shared.card.process_apdu(capdu)
+
+
 class SimulatedModem:
     """A vendor personality on a pty at ``link``, backed by ``card`` and ``networks``.
 
@@ -179,6 +228,16 @@ class SimulatedModem:
                  max_channels=self.backend.max_channels if self.backend else None)
         return s
 
+    def euicc_info(self) -> dict:
+        """The software eUICC behind the MT (in process): EID, enabled ICCID, profiles; None without one."""
+        if self.euicc is None:
+            return {"eid": None, "profiles": []}
+        state = self.euicc.state
+        enabled = state.enabled_profile()
+        return {"eid": state.eid, "enabled_iccid": enabled.iccid if enabled else None,
+                "profiles": [{"iccid": p.iccid, "imsi": p.imsi, "state": getattr(p, "state", None)}
+                             for p in getattr(state, "profiles", [])]}
+
     def set_coverage(self, network: str, on: bool = True) -> dict:
         self.machine.set_coverage(network, bool(on))
         return self.status()
@@ -275,6 +334,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--link", required=True, metavar="PATH", help="stable symlink to the modem's pty")
     parser.add_argument("--control", metavar="SOCKET", help="Unix socket for the JSON-lines control API")
     parser.add_argument("--pki", metavar="DIR", help="PKI folder (default: $SGP32HIL_HOME/pki, generated when empty)")
+    parser.add_argument("--eim-fqdn", default="127.0.0.1:8444", metavar="HOST:PORT",
+                        help="eIM address of a new software eUICC's factory eIM configuration")
+    parser.add_argument("--vpcd-port", type=int, metavar="PORT",
+                        help="also insert the software eUICC in this vpcd reader (35963 = reader 0, 35964 = reader 1)")
+    parser.add_argument("--vpcd-host", default="127.0.0.1", help="host where pcscd's vpcd listens")
     parser.add_argument("--sim-init", type=float, default=Timing.sim_init_s, metavar="S", help="SIM init delay")
     parser.add_argument("--refresh-reenumerates", action="store_true", help="re-create the pty on every REFRESH")
     parser.add_argument("--quirk", action="append", default=[], metavar="KEY=VALUE",
@@ -301,7 +365,7 @@ def main_virtual_modem(args: argparse.Namespace) -> int:
         print(f"sgp32-hil: {exc}", file=sys.stderr)
         return 2
     timing = Timing(sim_init_s=args.sim_init)
-    euicc = card = None
+    euicc = card = bridge = None
     try:
         if args.pcsc_reader:
             from .backend import PcscCard
@@ -314,9 +378,14 @@ def main_virtual_modem(args: argparse.Namespace) -> int:
             from ..euicc.service import SoftEuicc
 
             pkiset = pki_mod.ensure(args.pki, quiet=True)
-            euicc = SoftEuicc.open(args.euicc_state, pkiset, provision=args.provision)
-            modem = SimulatedModem(profile, euicc.card, model, args.link, euicc=euicc, timing=timing,
+            euicc = SoftEuicc.open(args.euicc_state, pkiset, provision=args.provision, eim_fqdn=args.eim_fqdn)
+            shared = SharedCard(euicc.card)
+            modem = SimulatedModem(profile, shared.owner, model, args.link, euicc=euicc, timing=timing,
                                    control=args.control, refresh_reenumerates=args.refresh_reenumerates or None)
+            if args.vpcd_port:
+                from ..vpcd import VpcdBridge
+
+                bridge = VpcdBridge(shared.guest, host=args.vpcd_host, port=args.vpcd_port)
         else:
             modem = SimulatedModem(profile, None, model, args.link, timing=timing, control=args.control)
     except Exception as exc:
@@ -333,11 +402,17 @@ def main_virtual_modem(args: argparse.Namespace) -> int:
         previous[sig] = signal.signal(sig, on_signal)
     try:
         modem.start()
+        if bridge is not None:
+            bridge.start()
         print(f"simulated {profile.name} modem on {args.link} -> {modem.port.slave_name}"
-              + (f", control {args.control}" if args.control else ""), flush=True)
+              + (f", control {args.control}" if args.control else "")
+              + (f", eUICC {euicc.eid} also in vpcd reader {args.vpcd_host}:{args.vpcd_port}" if bridge else ""),
+              flush=True)
         while not modem.shutdown_requested.wait(0.5):
             pass
     finally:
+        if bridge is not None:
+            bridge.stop()
         modem.stop()
         if euicc is not None:
             euicc.close()
