@@ -98,8 +98,12 @@ class Chain:
     def fail(self, message: str) -> FlowError:
         return FlowError(self.flow, self.current, message)
 
-    def attach_kpis(self) -> None:
+    def attach_kpis(self, modem: Any = None) -> None:
+        """Attach the KPIs and, with a modem, the AT transcript so far (the test's own result carries them)."""
         report.attach_json(f"{self.flow} KPIs", self.result.to_dict())
+        transcript = getattr(getattr(modem, "channel", None), "transcript", None)
+        if transcript is not None:
+            report.attach_text(f"{self.flow}: AT transcript", render_transcript(transcript))
 
 
 # --- bench data the flows need -------------------------------------------------------------------------
@@ -191,7 +195,8 @@ def wait_registered(chain: Chain, modem: Any, timeout: float, plmn: str | None, 
         try:
             reg = modem.wait_registered(timeout=max(0.05, remaining), poll_s=min(1.0, max(0.1, timeout / 10)))
         except AtTimeout:
-            raise chain.fail(f"registered on no network within {timeout:g} s {after}: "
+            want = f" (expected PLMN {plmn})" if plmn else ""
+            raise chain.fail(f"registered on no network within {timeout:g} s {after}{want}: "
                              f"{registration_text(modem)}") from None
         seen = serving_plmn(modem)
         if plmn is None or seen == plmn:
@@ -447,7 +452,7 @@ def bootstrap_attach(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Call
             if eim_address and not any(c.eim_fqdn == eim_address for c in mine):
                 raise chain.fail(f"eimFqdn on the card {[c.eim_fqdn for c in mine]}, bundled eIM at {eim_address}")
     finally:
-        chain.attach_kpis()
+        chain.attach_kpis(modem)
     return res
 
 
@@ -600,7 +605,7 @@ def enable_switch(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callabl
             if not delivered:
                 raise chain.fail("no notification delivered after the enable (enable/disable notifications due)")
     finally:
-        chain.attach_kpis()
+        chain.attach_kpis(modem)
     return res
 
 
@@ -690,7 +695,7 @@ def fallback_recover(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Call
                 chain.kpis.record("return_s", round(time.monotonic() - t2, 3), "s")
         chain.kpis.record("total_s", round(time.monotonic() - t0, 3), "s")
     finally:
-        chain.attach_kpis()
+        chain.attach_kpis(modem)
     return res
 
 
@@ -710,15 +715,19 @@ def psmo(chain: Chain, ipa: Any, eim: Any, eid: str, psmos: list[dict], what: st
 def ensure_enabled(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callable, *, eid: str, iccid: str,
                    network: str | None = None) -> None:
     """Make ``iccid`` the enabled profile (eIM enable PSMO when it is not) and, with a modem, registered."""
-    chain = Chain("set-up", bench.budgets)
-    with chain.step(f"ICCID {iccid} enabled"):
-        current = enabled_iccid(open_es10)
-        if current != iccid:
-            psmo(chain, ipa, eim, eid, [{"enable": {"iccid": iccid, "rollback": False}}], f"enable {iccid}")
-        if modem is not None:
-            wait_iccid(chain, modem, iccid, chain.budget("switch"), "after the set-up enable")
-            modem.set_cfun(1)
-            wait_registered(chain, modem, chain.budget("attach"), expected_plmn(bench, network), "in the set-up")
+    chain = Chain(f"set-up (enable {iccid})", bench.budgets)
+    try:
+        with chain.step(f"ICCID {iccid} enabled"):
+            current = enabled_iccid(open_es10)
+            if current != iccid:
+                psmo(chain, ipa, eim, eid, [{"enable": {"iccid": iccid, "rollback": False}}], f"enable {iccid}")
+            if modem is not None:
+                wait_iccid(chain, modem, iccid, chain.budget("switch"), "after the set-up enable")
+                modem.set_cfun(1)
+                wait_registered(chain, modem, chain.budget("attach"), expected_plmn(bench, network), "in the set-up")
+    except AssertionError:
+        chain.attach_kpis(modem)
+        raise
 
 
 def ensure_absent(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callable, *, eid: str, iccid: str) -> None:

@@ -84,6 +84,12 @@ def pytest_collection_modifyitems(session, config, items):
             items[:] = selected
 
 
+def _feature(item) -> str:
+    """The procedure a test module covers: its docstring's opening words before the first parenthesis."""
+    doc = (getattr(getattr(item, "module", None), "__doc__", None) or "").strip()
+    return doc.split("(", 1)[0].split(":", 1)[0].strip().rstrip(".")[:60]
+
+
 def testcase_id(item) -> str:
     marker = item.get_closest_marker("testcase")
     return marker.args[0] if marker and marker.args else item.nodeid
@@ -109,7 +115,8 @@ def _hil_markers(request):
     marker = request.node.get_closest_marker("testcase")
     if marker:
         kw = marker.kwargs
-        reports.label_test(epic=kw.get("family", ""), feature=kw.get("feature", ""), story=kw.get("story", ""),
+        reports.label_test(epic=kw.get("family", ""), feature=kw.get("feature", "") or _feature(request.node),
+                           story=kw.get("story", ""),
                            testcase_id=marker.args[0], title=marker.args[1] if len(marker.args) > 1 else "")
 
 
