@@ -206,6 +206,18 @@ def test_size_overflow(card, pkiset):
     assert outcome.error == "sizeOverflow" and verifies(euicc, outcome)
 
 
+def test_out_of_constraint_transaction_id_is_a_signed_error(card, pkiset):
+    euicc, client, _ = card
+    signed = {"eimId": EIM_ID, "eidValue": bytes.fromhex(euicc.eid), "counterValue": 1,
+              "eimTransactionId": bytes(17), "euiccPackage": ("psmoList", [("getRAT", {})])}
+    signed_der = asn1.encode("EuiccPackageSigned", signed, check_constraints=False)
+    signature = pki.sign_plain(pkiset.eim("nist").private_key, signed_der)
+    request = der.tlv(0xBF51, signed_der + der.tlv(0x5F37, signature))
+    outcome = client.load_euicc_package(request)
+    assert (outcome.kind, outcome.error, outcome.eim_transaction_id) == ("error_signed", "undefinedError", None)
+    assert euicc.state.eim(EIM_ID).counter_value == 0
+
+
 # --- atomicity, stop on failure ---------------------------------------------------------------------
 
 
@@ -485,8 +497,7 @@ def _answer_is_clean(client: Es10Client, command: bytes) -> None:
     try:
         outcome = client.load_euicc_package(command)
     except ApduError as exc:
-        # 6A88 only when a flipped tag names no ES10 function
-        assert exc.sw == 0x6A80 or (exc.sw == 0x6A88 and not command.startswith(b"\xbf\x51")), repr(exc)
+        assert exc.sw == 0x6A80, repr(exc)
         return
     assert outcome.der[:2] == b"\xbf\x51"
     assert outcome.kind in ("error_unsigned", "error_signed", "result")
@@ -497,19 +508,54 @@ def _answer_is_clean(client: Es10Client, command: bytes) -> None:
 def test_fuzz_load_euicc_package(card, pkiset, data):
     euicc, client, _ = card
     valid = build(euicc, pkiset, 1, [("enable", {"iccid": iccid(ICCID2)}), ("getRAT", {})])
-    choice = data.draw(st.sampled_from(["random", "truncated", "flipped", "body"]))
+    choice = data.draw(st.sampled_from(["random", "truncated", "flipped", "body", "signed_body"]))
     if choice == "random":
         command = b"\xbf\x51" + data.draw(st.binary(max_size=300))
     elif choice == "truncated":
         command = valid[:data.draw(st.integers(1, len(valid) - 1))]
     elif choice == "flipped":
-        pos = data.draw(st.integers(0, len(valid) - 1))
+        pos = data.draw(st.integers(2, len(valid) - 1))  # the BF51 tag stays: other tags are other functions
         command = valid[:pos] + bytes([valid[pos] ^ data.draw(st.integers(1, 255))]) + valid[pos + 1:]
-    else:
+    elif choice == "body":
         body = data.draw(st.binary(max_size=200))
         command = der.tlv(0xBF51, der.tlv(0x30, der.tlv(0x80, EIM_ID.encode()) + body) + der.tlv(0x5F37, bytes(64)))
+    else:  # correctly signed by the eIM, so it reaches decoding and execution
+        signed = der.tlv(0x30, der.tlv(0x80, EIM_ID.encode()) + data.draw(st.binary(max_size=200)))
+        signature = pki.sign_plain(pkiset.eim("nist").private_key, signed)
+        command = der.tlv(0xBF51, signed + der.tlv(0x5F37, signature))
     before = dumps(euicc.state)
     _answer_is_clean(client, command)
     if dumps(euicc.state) != before:
-        assert euicc.state.eim(EIM_ID).counter_value == 1
+        assert euicc.state.eim(EIM_ID).counter_value >= 1
+    assert sum(p.state == "enabled" for p in euicc.state.profiles) <= 1
     assert client.get_eid() == euicc.eid
+
+
+# --- immediate enable after a real download ---------------------------------------------------------
+
+
+def test_immediate_enable_after_direct_download(tmp_path_factory, tmp_path):
+    from urllib.parse import urlparse
+
+    from sgp32hil.harness.ipa import download_profile
+    from sgp32hil.harness.saip import make_profile
+    from sgp32hil.harness.smdp import run_in_thread
+
+    dl_pki = pki.generate(tmp_path_factory.mktemp("pki"))
+    new_iccid, imsi = "8949001234567890128", "001010123456789"
+    euicc, transport = in_process(tmp_path / "euicc", dl_pki)
+    try:
+        with run_in_thread(dl_pki.root, tmp_path / "smdp.db") as smdp, Es10Client(transport) as client:
+            smdp.service.address = f"127.0.0.1:{urlparse(smdp.es9_url).port}"
+            smdp.store.add_order("MID-IE", package=make_profile(new_iccid, imsi, apn="internet", name="IE"),
+                                 imsi=imsi, name="IE")
+            assert client.load_euicc_package(build(euicc, dl_pki, 1, [("configureImmediateEnable", {
+                "immediateEnableFlag": None, "defaultSmdpAddress": smdp.service.address})])).ok
+            result = download_profile(client, f"LPA:1${smdp.service.address}$MID-IE", ca=smdp.ca_file)
+            assert result.success, result.error
+            assert euicc.state.profile(new_iccid).state == "disabled"
+            client.immediate_enable(refresh=False)
+            assert enabled(euicc) == new_iccid
+            assert_persisted(euicc)
+    finally:
+        euicc.close()

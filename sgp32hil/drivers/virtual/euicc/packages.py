@@ -198,7 +198,8 @@ class Packages:
             return self._signed_error(eim_id, counter, tid, UNDEFINED_ERROR, token)
         signed = request["euiccPackageSigned"]
         counter = signed["counterValue"]
-        tid = signed.get("eimTransactionId")
+        if tid != signed.get("eimTransactionId"):
+            return self._signed_error(eim_id, counter, tid, UNDEFINED_ERROR, token)
         if signed["eidValue"] != bytes.fromhex(state.eid):
             return self._signed_error(eim_id, counter, tid, INVALID_EID, token)
         if not 0 < counter <= COUNTER_MAX:
@@ -206,12 +207,21 @@ class Packages:
         if counter <= eim.counter_value:
             return self._signed_error(eim_id, counter, tid, REPLAY_ERROR, token)
 
+        try:
+            return self._execute(eim_id, counter, tid, token, signed["euiccPackage"])
+        except asn1.Asn1Error as exc:
+            log.warning("LoadEuiccPackage: result cannot be encoded (%s); nothing executed", exc)
+            return self._signed_error(eim_id, counter, tid, UNDEFINED_ERROR, token)
+
+    def _execute(self, eim_id: str, counter: int, tid: bytes | None, token: int | None,
+                 package: tuple[str, Any]) -> bytes:
+        """Run a verified package on one draft, sign and store its result, commit, then REFRESH."""
         draft = self.isdr._draft()
         draft.eim(eim_id).counter_value = counter
         before = draft.enabled_profile()
         before_iccid = before.iccid if before else None
         run = _Run()
-        kind, items = signed["euiccPackage"]
+        kind, items = package
         step = self._psmo if kind == "psmoList" else self._eco
         if kind not in ("psmoList", "ecoList"):
             items = [(None, None)]
