@@ -48,7 +48,10 @@ def test_euicc_info2_is_sgp32(euicc, bench):
 
 @pytest.mark.testcase("HIL-EUICC-004", "The bootstrap profile is the one enabled profile and is the fallback profile",
                       family="SGP.33 bootstrap / first attach", story="Bootstrap profile")
-def test_bootstrap_profile_enabled(euicc, bench):
+def test_bootstrap_profile_enabled(request, euicc, bench):
+    if bench.eim and bench.eim.bundled and bench.ipa.mode == "host":
+        # another test may have left the operational profile enabled: return to bootstrap through the eIM first
+        request.getfixturevalue("bootstrapped")
     profiles = euicc.get_profiles_info()
     enabled = [p for p in profiles if p.state == "enabled"]
     assert len(enabled) == 1, f"{len(enabled)} enabled profiles: {[p.iccid for p in enabled]}"

@@ -314,11 +314,12 @@ def run_poll(chain: Chain, ipa: Any, name: str, **kwargs: Any) -> Any:
 
 
 def plmn_digits(value: Any) -> str | None:
-    """MCC+MNC digits of a PLMN given as digits or as the 3-byte BCD of 3GPP TS 24.008 §10.5.1.13 (hex)."""
+    """MCC+MNC digits of a PLMN given as 3 bytes of BCD (3GPP TS 24.008 §10.5.1.13), as that BCD in hex
+    text (what the eIM stores, e.g. ``00F110``; six characters are always read as BCD), or as five digits."""
     if value is None:
         return None
     text = value.hex().upper() if isinstance(value, bytes) else str(value).upper()
-    if text.isdigit() and len(text) in (5, 6):
+    if len(text) == 5 and text.isdigit():
         return text
     if len(text) != 6:
         return text

@@ -263,6 +263,13 @@ def bench_services(request, bench, bench_pki):
     services = BenchServices(bench, request.config.getoption("--keep-state"))
     try:
         services.start()
+        running = {}
+        if services.eim is not None:
+            running["eim_address"] = services.eim.address
+        if services.smdp is not None:
+            running["smdp_address"] = services.smdp.service.address
+        if running:
+            _identity(request, **running)
         yield services
     finally:
         services.stop()

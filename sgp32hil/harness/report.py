@@ -583,8 +583,11 @@ def junit_suite_properties(bench: Any) -> dict[str, str]:
         props["modem.vendor"] = bench.modem.vendor
         props["modem.port"] = str(bench.modem.port)
     for server in (bench.eim, bench.smdp):
-        if server:
-            props[server.role] = f"bundled {server.address}" if server.bundled else server.url
+        if server and server.bundled:
+            props[server.role] = (f"bundled {server.address}" if server.port
+                                  else f"bundled {server.host} (a free port picked at start)")
+        elif server:
+            props[server.role] = server.url
     return props
 
 

@@ -283,7 +283,10 @@ def test_junit_suite_properties():
     props = report.junit_suite_properties(load_bench(default_bench_path()))
     assert props["bench"] == "virtual" and props["sgp32_version"] == "1.2"
     assert props["modem.vendor"] == "quectel-bg95" and props["modem.port"] == "virtual"
-    assert props["eim"] == "bundled 127.0.0.1:8444" and props["euicc.via"] == "virtual"
+    assert props["eim"] == "bundled 127.0.0.1 (a free port picked at start)" and props["euicc.via"] == "virtual"
+    lab = report.junit_suite_properties(load_bench(default_bench_path().parent / "lab-bg95-euicc-via-modem.yaml",
+                                                   check_files=False))
+    assert lab["eim"] == "bundled 127.0.0.1:8444" and lab["modem.port"].startswith("/dev/serial/by-path/")
     assert "ipa=host" in props["capabilities"].split(",")
     assert all(isinstance(v, str) for v in props.values())
 
