@@ -173,9 +173,10 @@ class BenchServices:
             self.pcscd = Pcscd.ensure()
         self._start_servers()
         state = Path(eu.state) if (eu.via == "virtual" and self.keep_state and eu.state) else self.run_dir / "euicc"
-        if eu.via == "virtual" and b.modem and b.modem.port.virtual:
+        if eu.via in ("virtual", "modem") and b.modem and b.modem.port.virtual:
+            # the software eUICC inside the simulated module; with via: virtual also in a vpcd reader
             self.modem_process = VirtualModemProcess.start(
-                self.run_dir / "modem", state, vpcd_port=eu.vpcd_port,
+                self.run_dir / "modem", state, vpcd_port=eu.vpcd_port if eu.via == "virtual" else None,
                 vendor=b.modem.vendor if b.modem.vendor != "auto" else "quectel-bg95",
                 networks=b.networks, pki_dir=b.pki_dir, eim_fqdn=self.eim_address or None,
             )
@@ -386,8 +387,12 @@ def eid(request, bench, bench_services):
 
         driver = request.getfixturevalue("_session_modem")
         driver.wait_sim_ready(bench.budgets.attach, poll_s=0.2)
-        with ModemApduTransport(driver, path=bench.euicc.apdu_path) as transport, Es10Client(transport) as client:
-            value = client.get_eid()
+        transport = ModemApduTransport(driver, path=bench.euicc.apdu_path)
+        try:
+            with Es10Client(transport) as client:
+                value = client.get_eid()
+        finally:
+            transport.close()
     else:
         from ..drivers.apdu.pcsc import PcscTransport
         from ..drivers.es10.client import Es10Client
@@ -676,4 +681,6 @@ def pytest_report_teststatus(report, config):
         return "rerun", "R", ("RERUN", {"yellow": True})
     if config.getoption("--hil-progress") and report.when == "call":
         return report.outcome, "", report.outcome.upper()
+    if config.getoption("--hil-progress") and report.when in ("setup", "teardown") and report.failed:
+        return "error", "", "ERROR"
     return None

@@ -171,7 +171,8 @@ class SoftEuiccProcess:
 @dataclass
 class VirtualModemProcess:
     """``sgp32-hil virtual modem`` as a child process: the simulated module on a pty (``link``) hosting the
-    software eUICC in process, the same card also in a vpcd reader, and the JSON-lines control socket.
+    software eUICC in process, the same card also in a vpcd reader (unless ``vpcd_port`` is None: then the
+    card is reached through the modem only), and the JSON-lines control socket.
 
     The eUICC asks the MT for REFRESH after a profile switch (ETSI TS 102 223 §6.4.7), so the MT reports
     +CPIN NOT READY/READY, re-reads the ICCID and registers where the new IMSI belongs, while the host
@@ -180,7 +181,7 @@ class VirtualModemProcess:
 
     run_dir: Path
     state_dir: Path
-    vpcd_port: int
+    vpcd_port: int | None
     proc: subprocess.Popen
     log_path: Path
     link: Path
@@ -188,7 +189,7 @@ class VirtualModemProcess:
     reader: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.reader = VPCD_READERS.get(self.vpcd_port, f"vpcd:{self.vpcd_port}")
+        self.reader = VPCD_READERS.get(self.vpcd_port, f"vpcd:{self.vpcd_port}") if self.vpcd_port else None
 
     @classmethod
     def start(
@@ -196,7 +197,7 @@ class VirtualModemProcess:
         run_dir: Path,
         state_dir: Path,
         *,
-        vpcd_port: int = 35963,
+        vpcd_port: int | None = 35963,
         vendor: str = "quectel-bg95",
         networks: Path | None = None,
         pki_dir: Path | None = None,
@@ -204,15 +205,16 @@ class VirtualModemProcess:
         sim_init_s: float | None = None,
         timeout: float = 20.0,
     ) -> "VirtualModemProcess":
-        reader = VPCD_READERS.get(vpcd_port)
+        reader = VPCD_READERS.get(vpcd_port) if vpcd_port else None
         if reader and card_present(reader):
             raise ServiceError(f"{reader!r} already holds a card: another software eUICC is using vpcd port {vpcd_port}")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         link, control = run_dir / "modem", run_dir / "control.sock"
         argv = [sys.executable, "-m", "sgp32hil.harness.cli", "virtual", "modem", "--vendor", vendor,
-                "--euicc-state", str(state_dir), "--link", str(link), "--control", str(control),
-                "--vpcd-port", str(vpcd_port)]
+                "--euicc-state", str(state_dir), "--link", str(link), "--control", str(control)]
+        if vpcd_port:
+            argv += ["--vpcd-port", str(vpcd_port)]
         if networks:
             argv += ["--networks", str(networks)]
         if pki_dir:
