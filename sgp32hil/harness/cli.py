@@ -176,7 +176,10 @@ def cmd_virtual_euicc(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """Run a plan on a bench: start what it needs, one progress line per test, reports, summary."""
+    """Run a plan on a bench (or one slot of a rack): start what it needs, one progress line per test, a
+    summary table, reports under reports/<timestamp>/, exit 1 on any failure."""
+    import fcntl
+    import tempfile
     import time
 
     import pytest
@@ -189,21 +192,37 @@ def cmd_run(args) -> int:
         raise CliError(f"conformance test modules not found at {tests} (run from a checkout of sgp32-hil)")
     try:
         load_plan(args.plan)
-        bench_path = Path(args.bench) if args.bench else benchmod.default_bench_path()
-        bench = benchmod.load_bench(bench_path)
+        if args.rack:
+            if not args.slot:
+                rack = benchmod.load_rack(args.rack)
+                raise CliError(f"--rack {args.rack}: choose a slot with --slot (slots: {', '.join(rack.slots)})")
+            bench = benchmod.load_rack(args.rack).slot(args.slot)
+            bench_path = Path(args.rack)
+        else:
+            bench_path = Path(args.bench) if args.bench else benchmod.default_bench_path()
+            bench = benchmod.load_bench(bench_path)
     except (PlanError, benchmod.BenchError) as exc:
         raise CliError(str(exc)) from None
+    slot = args.slot or bench.name
+    # One run per slot on this host at a time: the slot's modem port, reader and server ports are exclusive.
+    lock_path = Path(tempfile.gettempdir()) / f"sgp32hil-slot-{slot}.lock"
+    lock = open(lock_path, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | (0 if args.wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        lock.close()
+        raise CliError(f"slot {slot!r} is in use by another run on this host ({lock_path}); use --wait to queue")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.reports) / stamp
+    out = Path(args.reports) / (f"{stamp}-{slot}" if args.rack else stamp)
     out.mkdir(parents=True, exist_ok=True)
     latest = Path(args.reports) / "latest"
     if latest.is_symlink() or not latest.exists():
         latest.unlink(missing_ok=True)
-        latest.symlink_to(stamp)
-    slot = args.slot or bench.name
+        latest.symlink_to(out.name)
+    where = [f"--rack={args.rack}", f"--slot={slot}"] if args.rack else [f"--bench={bench_path}"]
     argv = [
         str(tests), "-p", "no:cacheprovider", "-q", "--no-header", "-p", "no:randomly",
-        f"--bench={bench_path}", f"--plan={args.plan}", "--hil-progress", f"--hil-report-dir={out}",
+        *where, f"--plan={args.plan}", "--hil-progress", f"--hil-report-dir={out}",
         f"--junitxml={out / f'junit-{slot}.xml'}", "-o", f"junit_suite_name={slot}",
         f"--alluredir={out / 'allure-results'}", "--clean-alluredir",
         "--rootdir", str(tests.parent), "-c", str(tests / "pytest.ini"),
@@ -215,7 +234,10 @@ def cmd_run(args) -> int:
     argv += args.pytest_args
     print(f"sgp32-hil run: bench {bench.name} ({bench_path}), plan {args.plan}, reports in {out}", flush=True)
     started = time.monotonic()
-    rc = pytest.main(argv)
+    try:
+        rc = pytest.main(argv)
+    finally:
+        lock.close()
     wall = time.monotonic() - started
     print(f"wall time {wall:.1f} s; reports: {out} (matrix.html, matrix.md, metrics.json, junit-{slot}.xml, "
           f"allure-results/; 'sgp32-hil report {out}' builds the Allure HTML report)")
@@ -281,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--bench", help="bench YAML file (default: fixtures/benches/virtual.yaml)")
     sp.add_argument("--plan", default="nightly", help="smoke, nightly, certification, or a plan YAML file (default: nightly)")
-    sp.add_argument("--slot", help="slot name for the JUnit file (default: the bench name)")
+    sp.add_argument("--rack", help="rack YAML file listing benches (with --slot: run on that slot)")
+    sp.add_argument("--slot", help="slot of the rack; also names the JUnit file (default: the bench name)")
+    sp.add_argument("--wait", action="store_true", help="wait for the slot when another run on this host holds it")
     sp.add_argument("--reports", default="reports", help="reports folder (default: ./reports)")
     sp.add_argument("--sgp32-version", choices=["1.0", "1.2"], help="override the bench's SGP.32 version")
     sp.add_argument("--keep-state", action="store_true", help="keep the virtual eUICC's state between runs")
