@@ -171,8 +171,8 @@ class BenchServices:
         eu = b.euicc
         if eu.via in ("pcsc", "virtual"):
             self.pcscd = Pcscd.ensure()
-        self._start_servers()
         state = Path(eu.state) if (eu.via == "virtual" and self.keep_state and eu.state) else self.run_dir / "euicc"
+        self._start_servers(state if state != self.run_dir / "euicc" else None)
         if eu.via in ("virtual", "modem") and b.modem and b.modem.port.virtual:
             # the software eUICC inside the simulated module; with via: virtual also in a vpcd reader
             self.modem_process = VirtualModemProcess.start(
@@ -193,7 +193,9 @@ class BenchServices:
             self.modem_port = b.modem.port.spec
         return self
 
-    def _start_servers(self) -> None:
+    def _start_servers(self, kept_state: Path | None) -> None:
+        """SM-DP+ and eIM threads. With a kept eUICC state and ``port: 0`` the eIM gets the port it had last
+        time (remembered beside the state), so the eimFqdn stored on the card still names it."""
         from urllib.parse import urlsplit
 
         b = self.bench
@@ -208,9 +210,16 @@ class BenchServices:
             except ImportError as exc:
                 self.eim_error = f"the bundled eIM is not available in this checkout ({exc})"
                 return
+            port = b.eim.port
+            remembered = kept_state.parent / f".{kept_state.name}.eim-port" if kept_state else None
+            if not port and remembered and remembered.is_file():
+                port = int(remembered.read_text().strip() or 0)
             self.eim = self._stack.enter_context(eim_thread(
-                b.eim.pki, self.run_dir / "eim.db", host=b.eim.host or "127.0.0.1", port=b.eim.port or 0,
+                b.eim.pki, self.run_dir / "eim.db", host=b.eim.host or "127.0.0.1", port=port or 0,
                 smdp_ca=self.smdp.ca_file if self.smdp else None))
+            if remembered:
+                remembered.parent.mkdir(parents=True, exist_ok=True)
+                remembered.write_text(self.eim.address.rsplit(":", 1)[1] + "\n")
 
     def smdp_order(self, profile, *, confirmation_code: str | None = None, eid: str | None = None,
                    prefix: str = "HIL") -> str:
@@ -380,28 +389,36 @@ def euicc(request, bench, bench_services):
 
 @pytest.fixture(scope="session")
 def eid(request, bench, bench_services):
-    """The DUT eUICC's EID (ES10c GetEID, SGP.22 §5.7.20), read once; registered at the bundled eIM."""
+    """The DUT eUICC's EID (ES10c GetEID, SGP.22 §5.7.20), read once. The bundled eIM is told about the
+    card as the card knows it (SGP.32 §2.11.1.2): the counterValue and associationToken of its eIM
+    configuration for that eIM, and the eUICC certificate, so a card that already ran packages (a lab
+    eUICC, ``--keep-state``) is not answered with replayError."""
+    from ..drivers.es10.client import Es10Client
+
     if bench.euicc.via == "modem":
         from ..drivers.apdu.modem import ModemApduTransport
-        from ..drivers.es10.client import Es10Client
 
         driver = request.getfixturevalue("_session_modem")
         driver.wait_sim_ready(bench.budgets.attach, poll_s=0.2)
         transport = ModemApduTransport(driver, path=bench.euicc.apdu_path)
-        try:
-            with Es10Client(transport) as client:
-                value = client.get_eid()
-        finally:
-            transport.close()
     else:
         from ..drivers.apdu.pcsc import PcscTransport
-        from ..drivers.es10.client import Es10Client
 
-        with PcscTransport(bench_services.reader) as transport, Es10Client(transport) as client:
+        transport = PcscTransport(bench_services.reader)
+    try:
+        with Es10Client(transport) as client:
             value = client.get_eid()
+            if bench_services.eim is not None:
+                eim_id = bench_services.eim.service.eim_id
+                config = next((c for c in client.get_eim_configuration_data() if c.eim_id == eim_id), None)
+                cert = client.get_certs().euicc_certificate
+    finally:
+        transport.close()
     _identity(request, eid=value)
     if bench_services.eim is not None:
-        bench_services.eim.service.register_euicc(value, counter_value=0)
+        bench_services.eim.service.register_euicc(
+            value, counter_value=(config.counter_value or 0) if config else 0,
+            association_token=config.association_token if config else None, euicc_certificate=cert)
     return value
 
 
