@@ -13,6 +13,10 @@
 8. ``HandleNotification``: the ProfileInstallationResult to its notificationAddress (ES9+), then
    ES10b.RemoveNotificationFromList for its seqNumber.
 
+The ES9+ side is an :class:`~sgp32hil.harness.es9p_client.Es9Client` (direct, SGP.32 §3.2.3.1) or an
+:class:`~sgp32hil.harness.ipa.indirect.EsipaRelay` (indirect, SGP.32 §3.2.3.2: the same calls over ESipa
+to the eIM, which relays them to the SM-DP+).
+
 An error response of the eUICC to AuthenticateServer/PrepareDownload is forwarded to the SM-DP+ in the
 next ES9+ call, as it is part of the response the ES9+ function carries (SGP.22 §5.6.2, §5.6.3).  Any
 other failure once the SM-DP+ session exists cancels it (SGP.22 §3.1.3, §5.7.14, §5.6.5): ES10b.
@@ -50,6 +54,7 @@ from ..activation import parse as parse_activation_code
 from ..asn1 import Asn1Error
 from ..asn1 import decode as asn1_decode
 from ..es9p_client import DEFAULT_TIMEOUT, Es9Client, Es9Error, Es9Exchange, Es9TransportError
+from .esipa_client import EsipaError
 
 __all__ = [
     "PHASES",
@@ -194,6 +199,9 @@ def _error_of(phase: str, exc: BaseException) -> tuple[DownloadError, str]:
     if isinstance(exc, Es9Error):
         return DownloadError(phase, "es9", str(exc), subject_code=exc.subject_code,
                              reason_code=exc.reason_code), reason
+    if isinstance(exc, EsipaError):
+        kind = "esipa" if exc.kind == "rejected" else "esipa-transport"
+        return DownloadError(phase, kind, str(exc), reason_code=exc.name), "timeout" if exc.kind == "timeout" else reason
     if isinstance(exc, Es9TransportError):
         return DownloadError(phase, "es9-transport", str(exc)), "timeout" if exc.timeout else reason
     if isinstance(exc, ApduError):
@@ -203,7 +211,9 @@ def _error_of(phase: str, exc: BaseException) -> tuple[DownloadError, str]:
     return DownloadError(phase, "protocol", f"{type(exc).__name__}: {exc}"), reason
 
 
-_EXPECTED = (Es10Error, Es9Error, Es9TransportError, ApduError, TransportError, ValueError, Asn1Error)
+_EXPECTED = (Es10Error, Es9Error, Es9TransportError, EsipaError, ApduError, TransportError, ValueError, Asn1Error)
+# The server side refused (the forwarded eUICC error may explain why): ES9+ status or ESipa error code.
+_REFUSED = (Es9Error, EsipaError)
 
 
 class _Procedure:
@@ -263,7 +273,7 @@ class _Procedure:
         with self.phase("AuthenticateClient") as note:
             try:
                 accepted = es9.authenticate_client(self.transaction_id, auth.der)
-            except Es9Error:
+            except _REFUSED:
                 if not auth.ok:
                     self._fail_forwarded("AuthenticateServer", auth)
                 raise
@@ -292,7 +302,7 @@ class _Procedure:
         with self.phase("GetBoundProfilePackage") as note:
             try:
                 bound = es9.get_bound_profile_package(self.transaction_id, prepared.der)
-            except Es9Error:
+            except _REFUSED:
                 if not prepared.ok:
                     self._fail_forwarded("PrepareDownload", prepared)
                 raise
@@ -353,8 +363,8 @@ class _Procedure:
             try:
                 self.es9.cancel_session(self.transaction_id, es10_result.der)
                 es9_sent = True
-            except (Es9Error, Es9TransportError) as exc:
-                es9_sent = isinstance(exc, Es9Error)
+            except (Es9Error, Es9TransportError, EsipaError) as exc:
+                es9_sent = isinstance(exc, Es9Error) or (isinstance(exc, EsipaError) and exc.kind == "rejected")
                 es9_error = str(exc)
         outcome = CancelOutcome(reason, es10_result, es10_error, es9_sent, es9_error)
         status = "ok" if es10_result is not None and es10_result.ok and es9_sent and not es9_error else "failed"
@@ -373,7 +383,7 @@ def _deliver(client: Es10Client, der: bytes, seq: int | None, kind: str, address
         return NotificationOutcome(seq, kind, address, False, False, "no notification address")
     try:
         es9_for(address).handle_notification(der)
-    except (Es9Error, Es9TransportError, ValueError, OSError) as exc:
+    except (Es9Error, Es9TransportError, EsipaError, ValueError, OSError) as exc:
         return NotificationOutcome(seq, kind, address, False, False, str(exc))
     if seq is None:
         return NotificationOutcome(seq, kind, address, True, False, "no seqNumber to remove")
@@ -394,6 +404,8 @@ class _ClientPool:
 
     def __call__(self, address: str) -> Es9Client:
         for c in self.clients:
+            if getattr(c, "relays_all_addresses", False):  # indirect: every notification goes to the eIM
+                return c
             if _same_address(c.address, address):
                 return c
         if self.factory is None:
@@ -426,7 +438,8 @@ def download_profile(
 ) -> DownloadResult:
     """Download and install the profile of ``activation_code`` (SGP.22 §3.1.3; SGP.32 §3.2.3.1 direct).
 
-    ``client`` is an open :class:`Es10Client`.  Without ``es9`` an :class:`Es9Client` is created for the
+    ``client`` is an open :class:`Es10Client`.  ``es9`` may also be an
+    :class:`~sgp32hil.harness.ipa.indirect.EsipaRelay` for the indirect download.  Without ``es9`` an :class:`Es9Client` is created for the
     SM-DP+ Address with ``ca``/``insecure``/``pki_dir``/``timeout`` (and closed at the end).
     ``progress`` is called once per finished phase (:data:`PHASES`, plus ``CancelSession``).
     Failures are reported in the returned :class:`DownloadResult`, never raised; a missing Confirmation
