@@ -31,5 +31,8 @@ def test_enable_unknown_iccid(bench, bootstrapped, ipa, eim, open_es10, eid):
     poll = ipa.poll()
     assert not poll.error, poll.error
     order = eim.service.wait_order(oid, bench.budgets.eim_contact)
-    assert "ok" not in str(order.result).replace("'ok': False", "") or order.status == "failed", order.result
+    result = order.result or {}
+    assert order.status == "failed" and result.get("enableResult") == "iccidOrAidNotFound", (order.status, result,
+                                                                                         order.error)
+    assert result.get("verified") is True, "the eIM did not verify the eUICC's signed error result"
     assert flows.enabled_iccid(open_es10) == before

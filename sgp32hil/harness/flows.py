@@ -597,9 +597,13 @@ def enable_switch(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callabl
             report.attach_json("eIM order (enable)", _jsonable(order))
             if field_of(order, "status") != "done":
                 raise chain.fail(f"eIM order {res.order} is {field_of(order, 'status')}: {field_of(order, 'error')}")
-            result = _jsonable(field_of(order, "result"))
-            if "ok" not in str(result):
-                raise chain.fail(f"eIM order {res.order} result does not report enableResult ok: {result}")
+            result = _jsonable(field_of(order, "result")) or {}
+            if result.get("enableResult") != "ok":
+                raise chain.fail(f"eIM order {res.order}: enableResult {result.get('enableResult')!r}, expected ok "
+                                 f"(result {result})")
+            if result.get("verified") is False:
+                raise chain.fail(f"eIM order {res.order}: the eIM could not verify the eUICC's signature on the "
+                                 f"EuiccPackageResult (result {result})")
         with chain.step("notifications delivered"):
             delivered = field_of(poll, "notifications_delivered", 0)
             chain.kpis.record("notifications_delivered", int(delivered or 0))
