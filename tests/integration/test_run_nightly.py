@@ -77,3 +77,29 @@ def test_report_command_without_allure_says_how_to_install(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "sgp32hil.harness.cli", "report", str(tmp_path / "nothing")],
                              capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 2 and "no such run folder" in missing.stderr
+
+
+def test_report_command_builds_the_allure_html(tmp_path):
+    """With the Allure command line on PATH (npm package ``allure``; set SGP32HIL_ALLURE_BIN to its folder),
+    ``sgp32-hil report`` turns a run's results into the HTML report, with every test of the run in it."""
+    import shutil
+
+    extra = os.environ.get("SGP32HIL_ALLURE_BIN", "")
+    env = {**os.environ, "PATH": extra + os.pathsep + os.environ["PATH"]} if extra else dict(os.environ)
+    if shutil.which("allure", path=env["PATH"]) is None:
+        pytest.skip("the allure command line is not installed (npm install -g allure)")
+    plan = tmp_path / "p.yaml"
+    plan.write_text("name: p\ninclude: [HIL-EUICC-00*]\n")
+    reports = tmp_path / "reports"
+    run = subprocess.run([sys.executable, "-m", "sgp32hil.harness.cli", "run", "--plan", str(plan),
+                          "--reports", str(reports)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "sgp32hil.harness.cli", "report", str(reports / "latest")],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    html = reports / "latest" / "allure-report" / "index.html"
+    assert html.is_file() and "Allure report:" in proc.stdout
+    summary = reports / "latest" / "allure-report" / "summary.json"
+    if summary.is_file():  # Allure 3
+        stats = json.loads(summary.read_text())["stats"]
+        assert stats["total"] == 7 and stats.get("passed") == 7, stats
