@@ -442,7 +442,7 @@ class EsipaClient:
         kind, inner = value
         if kind != "initiateAuthenticationOkEsipa":
             raise self._rejected("InitiateAuthentication", "InitiateAuthenticationResponseEsipa", kind, inner)
-        parts = {_tag(c): c.raw for c in node.children()[0].children()}
+        parts = _first_by_tag(node.children()[0])
         tid = inner.get("transactionId")
         if tid is None:
             tid = asn1_decode("ServerSigned1", parts[b"\x30"])["transactionId"]
@@ -461,7 +461,7 @@ class EsipaClient:
         if kind != "authenticateClientOkDPEsipa":
             raise self._rejected("AuthenticateClient", "AuthenticateClientResponseEsipa", kind, inner)
         ok = node.children()[0]
-        parts = {_tag(c): c.raw for c in ok.children()}
+        parts = _first_by_tag(ok)
         return AuthenticateClientOk(inner.get("transactionId"), parts.get(b"\xbf\x25", b""), parts[b"\x30"],
                                     parts[b"\x5f\x37"], _second(ok, b"\x30"), inner.get("hashCc"))
 
@@ -482,6 +482,14 @@ class EsipaClient:
         kind, inner = value
         if kind != "cancelSessionOk":
             raise self._rejected("CancelSession", "CancelSessionResponseEsipa", kind, inner)
+
+
+def _first_by_tag(node: Tlv) -> dict[bytes, bytes]:
+    """Raw bytes of the first child per tag (serverSigned1 before serverCertificate, both '30')."""
+    parts: dict[bytes, bytes] = {}
+    for child in node.children():
+        parts.setdefault(child.tag, child.raw)
+    return parts
 
 
 def _second(node: Tlv, tag: bytes) -> bytes:
