@@ -116,7 +116,7 @@ def test_empty_poll_headers_and_state_change(euicc):
     assert get == {"eidValue": bytes.fromhex(euicc.eid), "notifyStateChange": None, "stateChangeCause": 1,
                    "rPLMN": bytes.fromhex("00F110")}
     assert [e.function for e in result.esipa] == ["GetEimPackage"]
-    assert "GetEimPackage HTTP 200" in result.esipa[0].render()
+    assert "GetEimPackage HTTP 200" in result.esipa[0].render() and "BF4F" in result.render_esipa()
     assert result.to_dict()["packages"] == []
     assert any(e.function == "GetEimConfigurationData" for e in result.es10)
 

@@ -143,6 +143,12 @@ class PollResult:
     def ok(self) -> bool:
         return not self.error and all(p.ok for p in self.packages)
 
+    def render_esipa(self) -> str:
+        """The poll's ESipa exchanges as text, for a report attachment."""
+        from .esipa_client import render_esipa
+
+        return render_esipa(self.esipa) if self.esipa else "(no ESipa exchange)\n"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "eid": self.eid, "eim_id": self.eim_id, "eim_url": self.eim_url, "download_mode": self.download_mode,
