@@ -118,6 +118,18 @@ def _hil_markers(request):
         reports.label_test(epic=kw.get("family", ""), feature=kw.get("feature", "") or _feature(request.node),
                            story=kw.get("story", ""),
                            testcase_id=marker.args[0], title=marker.args[1] if len(marker.args) > 1 else "")
+        # the device under test, as runtime labels; the slot as a parameter kept out of the history ID so
+        # trends aggregate across slots running the same plan
+        try:
+            b = request.getfixturevalue("bench")
+        except pytest.UsageError:
+            return
+        reports.parameter("slot", request.config.getoption("--slot") or b.name, excluded=True)
+        reports.label("ipa_mode", b.ipa.mode)
+        reports.label("sgp32_version", b.sgp32_version)
+        for key in ("eid", "modem"):
+            if _STATE.get("identity", {}).get(key):
+                reports.label(key, _STATE["identity"][key])
 
 
 # --- services and device fixtures ------------------------------------------------------------------
