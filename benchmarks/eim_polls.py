@@ -13,7 +13,10 @@ uvicorn/asyncio scheduling and queueing behind the other connections.
 
     python benchmarks/eim_polls.py [--eids 100] [--clients 32] [--polls 20000]
 
-Ends with one line: ``polls_per_s=… median_ms=… p99_ms=… clients=… polls=…``.
+Then (``--e2e N``, default 20) the end-to-end time of an enable: order over REST -> one IPA poll through
+pcscd + vpcd -> the software eUICC switched -> the signed result verified and stored at the eIM.
+
+Ends with one line: ``polls_per_s=… median_ms=… p99_ms=… clients=… polls=… e2e_enable_median_ms=…``.
 """
 
 from __future__ import annotations
@@ -130,11 +133,78 @@ async def run_load(port: int, ca: Path, eids: list[str], clients: int, polls: in
     return elapsed, lat, handler
 
 
-def end_to_end_enable(url: str, ca: Path) -> dict:
-    """Placeholder for the end-to-end measurement (order enable -> IPA poll -> eUICC LoadEuiccPackage ->
-    ProvideEimPackageResult -> result stored): to be filled in once the IPA procedure and the software
-    eUICC's LoadEuiccPackage are in place. Returns the figures to print, ``{}`` while not implemented."""
-    return {}
+OPERATIONAL = "8900102000000000018"
+BOOTSTRAP = "8900101000000000019"
+VPCD_PORT = 35963
+
+
+def end_to_end_enable(url: str, ca: Path, pki_dir: Path, folder: Path, iterations: int, warmup: int = 2) -> dict:
+    """Order an enable PSMO over the REST API -> one IPA poll (GetEimPackage, ES10b LoadEuiccPackage through
+    pyscard -> pcscd -> vpcd, ProvideEimPackageResult, acknowledgements) -> the eUICC switched -> the signed
+    result verified and stored at the eIM. Alternates between the bootstrap and an operational profile.
+    Returns the figures to print; ``{}`` (with a message) when the vpcd reader is busy."""
+    import httpx
+
+    from sgp32hil.drivers.apdu.pcsc import PcscTransport
+    from sgp32hil.drivers.virtual.euicc.service import SoftEuicc
+    from sgp32hil.drivers.virtual.vpcd import VpcdBridge
+    from sgp32hil.harness.ipa import Ipa
+    from sgp32hil.harness.services import VPCD_READERS, Pcscd, card_present, wait_until
+
+    reader = VPCD_READERS[VPCD_PORT]
+    daemon = Pcscd.ensure()
+    try:
+        if card_present(reader):
+            print(f"end-to-end enable skipped: {reader!r} already holds a card")
+            return {}
+        provision = folder / "profiles.yaml"
+        provision.write_text(f'- {{iccid: "{OPERATIONAL}", imsi: "001020000000001", apn: internet, name: Operational}}\n')
+        port = url.rsplit(":", 1)[1]
+        euicc = SoftEuicc.open(folder / "euicc", pki.ensure(pki_dir, quiet=True), provision=provision,
+                               eim_fqdn=f"127.0.0.1:{port}")
+        bridge = VpcdBridge(euicc.card, port=VPCD_PORT).start()
+        samples: list[float] = []
+        polls: list[float] = []
+        try:
+            wait_until(lambda: card_present(reader), 10, f"a card in {reader!r}")
+            cert = euicc.isdr.state.euicc_cert.hex()
+            eid = euicc.isdr.state.eid
+            http = httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=str(ca)), timeout=30)
+            with http:
+                http.post("/api/v1/euiccs", json={"eid": eid, "euicc_certificate": cert}).raise_for_status()
+                ipa = Ipa(lambda: PcscTransport(reader), eim_url=url, ca=ca)
+                for i in range(warmup + iterations):
+                    target = OPERATIONAL if i % 2 == 0 else BOOTSTRAP
+                    t0 = time.perf_counter()
+                    r = http.post("/api/v1/orders", json={"eid": eid, "kind": "psmo",
+                                                          "psmos": [{"enable": {"iccid": target}}]})
+                    r.raise_for_status()
+                    order_id = r.json()["id"]
+                    t1 = time.perf_counter()
+                    result = ipa.poll()
+                    t2 = time.perf_counter()
+                    order = http.get(f"/api/v1/orders/{order_id}").json()
+                    t3 = time.perf_counter()
+                    if order.get("status") != "done" or not (order.get("result") or {}).get("verified"):
+                        raise SystemExit(f"enable {target}: order {order_id} ended {order.get('status')}: "
+                                         f"{order.get('error')} (poll: {result.error or 'ok'})")
+                    if euicc.isdr.state.enabled_profile().iccid != target:
+                        raise SystemExit(f"enable {target}: the eUICC did not switch")
+                    if i >= warmup:
+                        samples.append(t3 - t0)
+                        polls.append(t2 - t1)
+        finally:
+            bridge.stop()
+            wait_until(lambda: not card_present(reader), 10, f"{reader!r} to see the card removed")
+            euicc.close()
+    finally:
+        daemon.stop()
+    return {
+        "e2e_enable_median_ms": f"{statistics.median(samples) * 1000:.1f}",
+        "e2e_enable_p99_ms": f"{pct(samples, 0.99) * 1000:.1f}",
+        "e2e_poll_median_ms": f"{statistics.median(polls) * 1000:.1f}",
+        "e2e_iterations": str(len(samples)),
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -148,6 +218,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--polls", type=int, default=20000)
     ap.add_argument("--max-seconds", type=float, default=60.0)
+    ap.add_argument("--e2e", type=int, default=20, help="end-to-end enable iterations through pcscd (0: skip)")
     ap.add_argument("--pki", default=None, help="PKI directory (default: a fresh one in a temp dir)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="eim-bench-") as tmp:
@@ -164,7 +235,7 @@ def main() -> int:
             # warm-up (TLS handshakes, first-use imports), not measured
             asyncio.run(run_load(port, ca, eids, min(args.clients, 4), 200, 10))
             elapsed, lat, handler = asyncio.run(run_load(port, ca, eids, args.clients, args.polls, args.max_seconds))
-            extra = end_to_end_enable(url, ca)
+            extra = end_to_end_enable(url, ca, pki_dir, Path(tmp), args.e2e) if args.e2e else {}
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -183,9 +254,8 @@ def main() -> int:
           f"({100 * h_mean / per_poll_cpu_ms:.0f}% of the server's per-poll budget); the rest is TLS, HTTP "
           f"(h11) parsing, uvicorn/asyncio; client latency median {med:.2f} ms includes queueing behind "
           f"{args.clients - 1} other connections")
-    for k, v in extra.items():
-        print(f"{k}={v}")
-    print(f"polls_per_s={rate:.0f} median_ms={med:.2f} p99_ms={p99:.2f} clients={args.clients} polls={n}")
+    tail = "".join(f" {k}={v}" for k, v in extra.items())
+    print(f"polls_per_s={rate:.0f} median_ms={med:.2f} p99_ms={p99:.2f} clients={args.clients} polls={n}{tail}")
     return 0
 
 
