@@ -69,7 +69,10 @@ def register(sub) -> None:
     osub.add_parser("delete-eim", help="eCO deleteEim").add_argument("--eim-id", required=True)
     osub.add_parser("list-eim", help="eCO listEim")
     osub.add_parser("euicc-data", help="IpaEuiccDataRequest").add_argument(
-        "--tags", default="80,A0,BF20,BF22,A6,A5", help="comma-separated hex tags (default %(default)s)")
+        "--tags", default="A0,81,BF20,BF22,A5,A6",
+        help="comma-separated IpaEuiccData tags (SGP.32 §2.11.2.2: A0 notifications, 81 default SM-DP+, A2 package "
+        "results, BF20/BF22 EUICCInfo1/2, 83 root SM-DS, 84 association token, A5/A6 EUM/eUICC certificates, "
+        "A8 IPA capabilities, A9 device info; default %(default)s)")
     sp.set_defaults(func=cmd_order)
 
     sp = esub.add_parser("status", help="show an order (and wait for its outcome)")
