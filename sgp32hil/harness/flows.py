@@ -106,6 +106,78 @@ class Chain:
             report.attach_text(f"{self.flow}: AT transcript", render_transcript(transcript))
 
 
+# --- the IPA's data path -------------------------------------------------------------------------------
+
+NO_DATA_CONNECTION = "no data connection"
+
+
+class PdnGate:
+    """ESipa through the DUT's data connection (an httpx transport for the host IPAd).
+
+    A device's IPA reaches its eIM over the cellular PDN, so without service it cannot deliver a result,
+    and that is what makes ProfileRollback (SGP.32 v1.2 §3.3) and the fallback mechanism meaningful. Each
+    request waits up to ``wait_s`` for ``link_up()`` (registered, default bearer active) and then goes out
+    through ``inner``; otherwise it fails with ``httpx.ConnectError("no data connection ...")`` as on a
+    device without service.
+    """
+
+    def __init__(self, inner: Any, link_up: Callable[[], bool], wait_s: float):
+        self.inner = inner
+        self.link_up = link_up
+        self.wait_s = wait_s
+        self.bypassed = False
+
+    @contextlib.contextmanager
+    def bypass(self) -> Iterator[None]:
+        """Requests go out whatever the DUT's service (test set-up over the lab host's own network)."""
+        self.bypassed, before = True, self.bypassed
+        try:
+            yield
+        finally:
+            self.bypassed = before
+
+    def handle_request(self, request: Any) -> Any:
+        import httpx
+
+        deadline = time.monotonic() + self.wait_s
+        while not self.bypassed and not self._up():
+            if time.monotonic() >= deadline:
+                raise httpx.ConnectError(f"{NO_DATA_CONNECTION}: the device has no registration with an active "
+                                         f"PDP context (waited {self.wait_s:g} s)", request=request)
+            time.sleep(0.1)
+        return self.inner.handle_request(request)
+
+    def _up(self) -> bool:
+        try:
+            return bool(self.link_up())
+        except Exception:  # noqa: BLE001 - a module busy with REFRESH answers errors: no link yet
+            return False
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> "PdnGate":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def setup_path(ipa: Any) -> contextlib.AbstractContextManager:
+    """Within it the IPA reaches the eIM even when the DUT has no service: set-up only (returning a DUT
+    stranded on a failing profile to a known state), never for what a test judges."""
+    gate = getattr(ipa, "http_transport", None)
+    return gate.bypass() if isinstance(gate, PdnGate) else contextlib.nullcontext()
+
+
+def modem_link_up(modem: Any, cid: int = 1) -> Callable[[], bool]:
+    """``link_up`` for :class:`PdnGate`: +CEREG registered and context ``cid`` active (27.007 §10.1.22/§10.1.10)."""
+    def up() -> bool:
+        return modem.registration().registered and bool(modem.pdp_states().get(cid))
+
+    return up
+
+
 # --- bench data the flows need -------------------------------------------------------------------------
 
 
@@ -306,7 +378,7 @@ def run_poll(chain: Chain, ipa: Any, name: str, **kwargs: Any) -> Any:
     poll = ipa.poll(**kwargs)
     attach_poll(name, poll)
     error = field_of(poll, "error")
-    if error and field_of(poll, "infrastructure"):
+    if error and field_of(poll, "infrastructure") and NO_DATA_CONNECTION not in str(error):
         raise report.NoAnswer(f"{chain.flow}: {name}: {error}")
     if error:
         raise chain.fail(f"{name} stopped: {error}")
@@ -571,7 +643,11 @@ def enable_switch(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callabl
         mark = modem.channel.urc_mark()
         t0 = time.monotonic()
         with chain.step("IPA poll: ES10b LoadEuiccPackage (enable)", budget="switch"):
-            poll = run_poll(chain, ipa, "enable poll")
+            # the result may stay on the card when the new profile has no service yet: delivered by a
+            # later poll, checked below
+            poll = ipa.poll()
+            attach_poll("enable poll", poll)
+            res.details["enable_poll_error"] = field_of(poll, "error")
             chain.kpis.record("apdu_count", apdu_count(poll))
             pkgs = poll_packages(poll, "psmo") or poll_packages(poll, "euicc")
             if not pkgs or not field_of(pkgs[0], "ok"):
@@ -593,6 +669,9 @@ def enable_switch(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callabl
             pdp_up(chain, modem)
             chain.kpis.record("switch_s", round(time.monotonic() - t0, 3), "s")
         with chain.step("eIM stores the signed EuiccPackageResult (enableResult ok)", budget="eim_contact"):
+            order = eim.service.get_order(res.order)
+            if field_of(order, "status") not in ("done", "failed", "cancelled"):
+                poll = run_poll(chain, ipa, "result poll")  # the device's next poll cycle, now with service
             order = wait_order(chain, eim, res.order, chain.budget("eim_contact"), "enable PSMO")
             report.attach_json("eIM order (enable)", _jsonable(order))
             if field_of(order, "status") != "done":
@@ -607,8 +686,10 @@ def enable_switch(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callabl
         with chain.step("notifications delivered"):
             delivered = field_of(poll, "notifications_delivered", 0)
             chain.kpis.record("notifications_delivered", int(delivered or 0))
-            if not delivered:
-                raise chain.fail("no notification delivered after the enable (enable/disable notifications due)")
+            left = es10_read(open_es10, lambda c: c.retrieve_notifications_list(), "RetrieveNotificationsList")
+            if not delivered or left:
+                raise chain.fail(f"after the enable {delivered or 0} notification(s) delivered, {len(left)} still "
+                                 "pending on the card (the enable/disable notifications are due)")
     finally:
         chain.attach_kpis(modem)
     return res
@@ -719,17 +800,20 @@ def psmo(chain: Chain, ipa: Any, eim: Any, eid: str, psmos: list[dict], what: st
 
 def ensure_enabled(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callable, *, eid: str, iccid: str,
                    network: str | None = None) -> None:
-    """Make ``iccid`` the enabled profile (eIM enable PSMO when it is not) and, with a modem, registered."""
+    """Make ``iccid`` the enabled profile (eIM enable PSMO when it is not) and, with a modem, registered.
+    Set-up: the PSMO goes over :func:`setup_path`, so a DUT stranded on a profile without service (the
+    broken bench) is brought back too."""
     chain = Chain(f"set-up (enable {iccid})", bench.budgets)
     try:
         with chain.step(f"ICCID {iccid} enabled"):
-            current = enabled_iccid(open_es10)
-            if current != iccid:
-                psmo(chain, ipa, eim, eid, [{"enable": {"iccid": iccid, "rollback": False}}], f"enable {iccid}")
+            if enabled_iccid(open_es10) != iccid:
+                with setup_path(ipa):
+                    psmo(chain, ipa, eim, eid, [{"enable": {"iccid": iccid, "rollback": False}}], f"enable {iccid}")
             if modem is not None:
                 wait_iccid(chain, modem, iccid, chain.budget("switch"), "after the set-up enable")
                 modem.set_cfun(1)
                 wait_registered(chain, modem, chain.budget("attach"), expected_plmn(bench, network), "in the set-up")
+                pdp_up(chain, modem)
     except AssertionError:
         chain.attach_kpis(modem)
         raise
@@ -758,3 +842,4 @@ def ensure_installed(bench: Any, ipa: Any, eim: Any, open_es10: Callable, *, eid
     if iccid in profiles(open_es10):
         return
     download(bench, ipa, eim, open_es10, eid=eid, activation_code=activation_code(), iccid=iccid)
+

@@ -471,8 +471,20 @@ def ipa(request, bench, bench_services, eim, bench_pki):
         from .ipa import Ipa
     except ImportError as exc:
         pytest.skip(f"the host IPAd is not available in this checkout ({exc})")
+    http_transport = None
+    if bench.modem is not None:
+        # ESipa only while the DUT has service, as for an IPA whose traffic goes over the module's PDN
+        import ssl
+
+        import httpx
+
+        from .flows import PdnGate, modem_link_up
+
+        inner = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(eim.ca_file)))
+        http_transport = PdnGate(inner, modem_link_up(request.getfixturevalue("modem")),
+                                 wait_s=min(bench.budgets.attach / 4, 30.0))
     return Ipa(_transport_factory(request, bench, bench_services), eim_url=eim.url, ca=eim.ca_file,
-               pki_dir=bench.pki_dir)
+               pki_dir=bench.pki_dir, http_transport=http_transport)
 
 
 class NetworkControl:

@@ -194,3 +194,45 @@ def test_shared_card_serialises_apdus():
     for t in threads:
         t.join()
     assert not overlap
+
+
+def test_pdn_gate_waits_for_service_fails_without_it_and_setup_bypasses():
+    import httpx
+
+    sent = []
+
+    class Inner(httpx.BaseTransport):
+        def handle_request(self, request):
+            sent.append(request.url.path)
+            return httpx.Response(204)
+
+    link = {"up": False}
+    gate = flows.PdnGate(Inner(), lambda: link["up"], wait_s=0.2)
+    client = httpx.Client(transport=gate, base_url="https://eim.example")
+    start = time.monotonic()
+    with pytest.raises(httpx.ConnectError, match=flows.NO_DATA_CONNECTION):
+        client.post("/gsma/rsp2/asn1")
+    assert time.monotonic() - start >= 0.2 and sent == []
+    ipa = SimpleNamespace(http_transport=gate)
+    with flows.setup_path(ipa):
+        assert client.post("/setup").status_code == 204
+    with pytest.raises(httpx.ConnectError):
+        client.post("/after")
+    threading_timer = __import__("threading").Timer(0.1, lambda: link.update(up=True))
+    threading_timer.start()
+    assert client.post("/late").status_code == 204
+    assert sent == ["/setup", "/late"]
+    # a module that errors while refreshing counts as no service, not as a crash
+    flaky = flows.PdnGate(Inner(), lambda: 1 / 0, wait_s=0.1)
+    with pytest.raises(httpx.ConnectError):
+        httpx.Client(transport=flaky, base_url="https://e").post("/x")
+    assert isinstance(flows.setup_path(SimpleNamespace()), type(__import__("contextlib").nullcontext()))
+
+
+def test_no_data_connection_is_a_product_outcome_not_infrastructure():
+    chain = flows.Chain("enable_switch", Budgets())
+    stranded = SimpleNamespace(poll=lambda **kw: SimpleNamespace(
+        error="ESipa GetEimPackage: ConnectError: no data connection: the device has no registration",
+        infrastructure=True, esipa=[], es10=[], to_dict=lambda: {}))
+    with pytest.raises(flows.FlowError, match="no data connection"):
+        flows.run_poll(chain, stranded, "result poll")
