@@ -49,3 +49,16 @@ def test_fallback_refused_on_bootstrap(bench, bootstrapped, open_es10):
         flows.es10_read(open_es10, lambda c: c.execute_fallback_mechanism(refresh=True), "ExecuteFallbackMechanism")
     assert err.value.code != 0
     assert flows.enabled_iccid(open_es10) == bootstrapped.iccid
+
+
+
+@pytest.mark.requires("modem", "fallback")
+@pytest.mark.testcase("HIL-FB-004", "Enable with rollbackFlag onto a rejecting network: ProfileRollback restores the "
+                      "bootstrap profile, the eIM gets the rollbackResult", family="SGP.33 fallback",
+                      story="Profile rollback")
+def test_rollback_on_reject(bench, with_operational, modem, ipa, eim, open_es10, eid, network, kpis):
+    network.call("set_reject", network=with_operational.network, cause=15)
+    res = flows.rollback_recover(bench, modem, ipa, eim, open_es10, eid=eid, iccid=with_operational.iccid, kpis=kpis)
+    assert res.iccid_before == bench.profiles.bootstrap.iccid
+    assert "rollbackResult" in res.details["rollback_result"]
+    assert flows.enabled_iccid(open_es10) == bench.profiles.bootstrap.iccid

@@ -843,3 +843,67 @@ def ensure_installed(bench: Any, ipa: Any, eim: Any, open_es10: Callable, *, eid
         return
     download(bench, ipa, eim, open_es10, eid=eid, activation_code=activation_code(), iccid=iccid)
 
+
+
+# --- 4b. rollback after an enable that finds no service ------------------------------------------------
+
+
+@dataclass
+class RollbackResult(FlowResult):
+    iccid_before: str = ""
+    order: Any = None
+
+
+def rollback_recover(bench: Any, modem: Any, ipa: Any, eim: Any, open_es10: Callable, *, eid: str, iccid: str,
+                     kpis: Kpis | None = None) -> RollbackResult:
+    """eIM enable PSMO with rollbackFlag (SGP.32 v1.2 §3.3) -> REFRESH -> the new profile gets no service, so
+    the IPA cannot deliver the result -> the device logic runs ES10b ProfileRollback (§5.9: cmdResult ok,
+    the stored EuiccPackageResult now also carries rollbackResult) -> the previous profile is enabled and
+    registers again -> the IPA's next poll delivers the result and the eIM records it against the order.
+    Needs an IPA whose ESipa goes over the DUT's data connection (:class:`PdnGate`)."""
+    chain = Chain("rollback_recover", bench.budgets, kpis)
+    res = RollbackResult("rollback_recover", chain.kpis)
+    chain.result = res
+    boot = bench.profiles.bootstrap
+    try:
+        with chain.step("ICCID before the enable"):
+            res.iccid_before = modem.iccid()
+        with chain.step("eIM order: enable PSMO with rollbackFlag", iccid=iccid):
+            res.order = order_id(eim.service.create_order(
+                eid, "psmo", psmos=[{"enable": {"iccid": iccid, "rollback": True}}]))
+        with chain.step("IPA poll: LoadEuiccPackage; no service to deliver the result", budget="switch"):
+            poll = ipa.poll()
+            attach_poll("enable poll", poll)
+            if not (poll_packages(poll, "psmo") or poll_packages(poll, "euicc")):
+                raise chain.fail(f"the IPA poll carried no eUICC package: {field_of(poll, 'error')}")
+            wait_iccid(chain, modem, iccid, chain.budget("switch"), "after the enable")
+            order = eim.service.get_order(res.order)
+            if field_of(order, "status") in ("done", "failed"):
+                raise chain.fail(f"the eIM already holds the enable result ({field_of(order, 'status')}): the "
+                                 f"IPA reached it on {iccid}, there is nothing to roll back "
+                                 f"({registration_text(modem)})")
+            res.details["no_service"] = registration_text(modem)
+        with chain.step("device logic: ES10b ProfileRollback", budget="fallback"):
+            t1 = time.monotonic()
+            outcome = es10_read(open_es10, lambda c: c.profile_rollback(refresh=True), "ProfileRollback")
+            named = dict(outcome.named_results()) if outcome is not None else {}
+            res.details["rollback_result"] = {k: str(v) for k, v in named.items()}
+            if "rollbackResult" not in named:
+                raise chain.fail(f"ProfileRollback returned no EuiccPackageResult with rollbackResult: {named}")
+        with chain.step("previous profile enabled again and registered", budget="attach"):
+            wait_iccid(chain, modem, res.iccid_before, chain.budget("fallback"), "after ProfileRollback")
+            plmn = expected_plmn(bench, boot.network) if boot and boot.iccid == res.iccid_before else None
+            wait_registered(chain, modem, chain.budget("attach"), plmn, "after ProfileRollback")
+            pdp_up(chain, modem)
+            chain.kpis.record("rollback_s", round(time.monotonic() - t1, 3), "s")
+        with chain.step("next IPA poll delivers the result with rollbackResult", budget="eim_contact"):
+            run_poll(chain, ipa, "result poll")
+            order = wait_order(chain, eim, res.order, chain.budget("eim_contact"), "enable with rollback")
+            result = _jsonable(field_of(order, "result")) or {}
+            report.attach_json("eIM order (enable with rollback)", _jsonable(order))
+            res.details["eim_result"] = result
+            if "rollbackResult" not in str(result):
+                raise chain.fail(f"the eIM's result for order {res.order} has no rollbackResult: {result}")
+    finally:
+        chain.attach_kpis(modem)
+    return res

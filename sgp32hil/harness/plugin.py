@@ -191,6 +191,9 @@ class BenchServices:
                 self.run_dir / "modem", state, vpcd_port=eu.vpcd_port if eu.via == "virtual" else None,
                 vendor=b.modem.vendor if b.modem.vendor != "auto" else "quectel-bg95",
                 networks=b.networks, pki_dir=b.pki_dir, eim_fqdn=self.eim_address or None,
+                # the MT fetches the REFRESH right after the STORE DATA that asked for it (TS 102 223 §6.4.7),
+                # before the IPA can act on the new profile
+                refresh_delay_s=0.0,
             )
             self.reader = self.modem_process.reader
             self.modem_port = str(self.modem_process.link)
@@ -300,7 +303,6 @@ def bench_services(request, bench, bench_pki):
 @pytest.fixture(scope="session")
 def _session_modem(request, bench, bench_services):
     """The Modem driver on the bench's AT port for the whole session (tests get it with a fresh transcript)."""
-    from ..drivers.at.driver import Modem
 
     if bench.modem is None:
         yield None
@@ -312,7 +314,7 @@ def _session_modem(request, bench, bench_services):
         profile = load_profile(vendor)
     else:
         profile = None if bench.modem.vendor == "auto" else bench.modem.vendor
-    driver = Modem.open(bench_services.modem_port, profile, baudrate=bench.modem.baudrate)
+    driver = _open_modem(bench_services.modem_port, profile, bench.modem.baudrate)
     try:
         ident = driver.identity()
         _identity(request, modem=f"{ident.manufacturer} {ident.model} {ident.revision}", modem_imei=ident.imei or "")
@@ -322,6 +324,30 @@ def _session_modem(request, bench, bench_services):
         yield driver
     finally:
         driver.close()
+
+
+# An ES10 response through +CGLA comes back as one hex line: RetrieveNotificationsList with a few pending
+# notifications is several KB, so the channel takes lines up to a full 64 KB response in hex.
+CGLA_MAX_LINE = 2 * 65536 + 64
+
+
+def _open_modem(port: str, profile, baudrate: int):
+    """``Modem.open`` with a line limit that fits ES10 responses over +CGLA (the driver's default is 4 KB)."""
+    from ..drivers.at.channel import AtChannel
+    from ..drivers.at.driver import Modem
+    from ..drivers.at.profiles import load_profile
+
+    channel = AtChannel(port, baudrate=baudrate, max_line=CGLA_MAX_LINE).open()
+    try:
+        driver = Modem(channel, load_profile(profile) if isinstance(profile, str) else profile)
+        driver.init()
+        if profile is None:
+            driver.use_profile(driver.detect_profile())
+            driver.init()
+    except Exception:
+        channel.close()
+        raise
+    return driver
 
 
 @pytest.fixture

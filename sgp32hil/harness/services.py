@@ -203,6 +203,7 @@ class VirtualModemProcess:
         pki_dir: Path | None = None,
         eim_fqdn: str | None = None,
         sim_init_s: float | None = None,
+        refresh_delay_s: float | None = None,
         timeout: float = 20.0,
     ) -> "VirtualModemProcess":
         reader = VPCD_READERS.get(vpcd_port) if vpcd_port else None
@@ -223,6 +224,8 @@ class VirtualModemProcess:
             argv += ["--eim-fqdn", eim_fqdn]
         if sim_init_s is not None:
             argv += ["--sim-init", str(sim_init_s)]
+        if refresh_delay_s is not None:
+            argv += ["--refresh-delay", str(refresh_delay_s)]
         log_path = run_dir / "virtual-modem.log"
         log = open(log_path, "ab")
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})

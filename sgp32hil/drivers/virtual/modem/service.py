@@ -53,6 +53,7 @@ class SharedCard:
         self.lock = threading.RLock()
         self.owner = _Terminal(self, owns_power=True)
         self.guest = _Terminal(self, owns_power=False)
+        self.after_apdu: list[Any] = []
 
 
 class _Terminal:
@@ -83,7 +84,10 @@ class _Terminal:
 
     def process_apdu(self, capdu: bytes) -> bytes:
         with self.shared.lock:
-            return self.shared.card.process_apdu(capdu)
+            rapdu = self.shared.card.process_apdu(capdu)
+            for hook in list(self.shared.after_apdu):
+                hook(bytes(rapdu))
+            return rapdu
 
 
 class SimulatedModem:
@@ -132,6 +136,8 @@ class SimulatedModem:
         self._control_path = os.fspath(control) if control else None
         self._control: ControlServer | None = None
         self._in_lock = threading.Lock()
+        self.refresh_after_response = False
+        self._refresh_due = False
         self.shutdown_requested = threading.Event()
         self._started = False
         if euicc is not None:
@@ -182,7 +188,18 @@ class SimulatedModem:
 
     def _on_euicc_refresh(self, request) -> None:
         log.info("eUICC REFRESH (%s): enabled %s", request.reason, request.enabled_iccid)
+        if self.refresh_after_response:
+            self._refresh_due = True
+            return
         self.scheduler.call_later(self.timing.refresh_s, self.machine.refresh, key="refresh")
+
+    def card_answered(self, rapdu: bytes) -> None:
+        """After every APDU on a :class:`SharedCard`: a REFRESH the card asked for is fetched by the MT once
+        the response has been read out completely (no 61xx left), as an MT fetches the proactive command
+        after the terminal's exchange (ETSI TS 102 223 §6.4.7, TS 102 221 §7.4.2.2)."""
+        if self._refresh_due and not (len(rapdu) >= 2 and rapdu[-2] == 0x61):
+            self._refresh_due = False
+            self.scheduler.call_later(self.timing.refresh_s, self.machine.refresh, key="refresh")
 
     def _on_store_data(self, tag: int) -> None:
         if tag in READ_ONLY_ES10:
@@ -340,6 +357,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also insert the software eUICC in this vpcd reader (35963 = reader 0, 35964 = reader 1)")
     parser.add_argument("--vpcd-host", default="127.0.0.1", help="host where pcscd's vpcd listens")
     parser.add_argument("--sim-init", type=float, default=Timing.sim_init_s, metavar="S", help="SIM init delay")
+    parser.add_argument("--refresh-delay", type=float, default=Timing.refresh_s, metavar="S",
+                        help="delay between the eUICC's REFRESH request and the MT's UICC reset (proactive FETCH)")
     parser.add_argument("--refresh-reenumerates", action="store_true", help="re-create the pty on every REFRESH")
     parser.add_argument("--quirk", action="append", default=[], metavar="KEY=VALUE",
                         help="override an apdu field of the profile, e.g. session_id=bare, test_command=false")
@@ -364,7 +383,7 @@ def main_virtual_modem(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"sgp32-hil: {exc}", file=sys.stderr)
         return 2
-    timing = Timing(sim_init_s=args.sim_init)
+    timing = Timing(sim_init_s=args.sim_init, refresh_s=args.refresh_delay)
     euicc = card = bridge = None
     try:
         if args.pcsc_reader:
@@ -382,6 +401,8 @@ def main_virtual_modem(args: argparse.Namespace) -> int:
             shared = SharedCard(euicc.card)
             modem = SimulatedModem(profile, shared.owner, model, args.link, euicc=euicc, timing=timing,
                                    control=args.control, refresh_reenumerates=args.refresh_reenumerates or None)
+            modem.refresh_after_response = True
+            shared.after_apdu.append(modem.card_answered)
             if args.vpcd_port:
                 from ..vpcd import VpcdBridge
 
