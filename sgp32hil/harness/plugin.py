@@ -1,11 +1,21 @@
 """pytest plugin (entry point ``pytest11``): bench options, fixtures, markers, progress and reports.
 
 Fixtures: ``bench`` (the validated bench), ``bench_services`` (what the bench needs, started once per
-session: pcscd, software eUICC), ``bench_pki`` (the PKI the bench trusts), ``euicc`` (an ES10 client on
-the bench's eUICC path, opened per test, its decoded trace attached to the report).
+session: pcscd, the bundled SM-DP+ and eIM, the simulated modem hosting the software eUICC),
+``bench_pki`` (the PKI the bench trusts), ``eid`` (read once, registered at the eIM), ``modem`` (the
+27.007 driver on the bench's AT port, AT transcript attached), ``euicc`` / ``open_es10`` (ES10 on the
+bench's eUICC path: PC/SC reader, or +CCHO/+CGLA/+CSIM through the modem), ``ipa`` (the host IPAd; on
+modem benches its ESipa goes through the DUT's data connection), ``eim``, ``smdp``, ``network`` (the
+simulated network's control client; virtual benches only, changes undone after the test), ``kpis``.
 
 Markers: ``testcase(id, title, family=…, story=…)`` gives a test its stable plan ID (Allure testcase
 link, matrix row); ``requires(*capabilities)`` skips with a reason when the bench lacks a tag.
+
+Reruns: a test that failed on a classified infrastructure error (port vanished, reader or pcscd gone, a
+service that did not start) runs again (``--hil-reruns``, default 1), reported as RERUN with the reason;
+assertions and product errors never rerun. Reports: progress lines and summary (``--hil-progress``),
+metrics.json and the conformance matrix (``--hil-report-dir``), Allure run metadata every run, JUnit suite
+properties (bench, slot, SGP.32 version, module identity, EID).
 """
 
 from __future__ import annotations

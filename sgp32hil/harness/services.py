@@ -1,4 +1,5 @@
-"""Bring up what a bench needs and tear it down again: pcscd, software eUICCs, (later) modem, eIM, SM-DP+.
+"""Bring up what a bench needs and tear it down again: pcscd, the software eUICC (alone in a vpcd reader, or
+inside the simulated modem and in the reader at once); the bundled eIM and SM-DP+ run as threads (plugin).
 
 Everything started here is a child process (or a thread of ours) stopped by its own PID/handle; a
 service that was already running (a system pcscd, a lab's reader) is used and left alone.
