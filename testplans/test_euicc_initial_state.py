@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from sgp32hil.drivers.es10.client import Es10Error
+from sgp32hil.harness import flows
 from sgp32hil.harness import pki as pkimod
 
 
@@ -48,11 +49,12 @@ def test_euicc_info2_is_sgp32(euicc, bench):
 
 @pytest.mark.testcase("HIL-EUICC-004", "The bootstrap profile is the one enabled profile and is the fallback profile",
                       family="SGP.33 bootstrap / first attach", story="Bootstrap profile")
-def test_bootstrap_profile_enabled(request, euicc, bench):
+def test_bootstrap_profile_enabled(request, open_es10, bench):
     if bench.eim and bench.eim.bundled and bench.ipa.mode == "host":
         # another test may have left the operational profile enabled: return to bootstrap through the eIM first
+        # (a switch resets the card, so the ES10 session below is opened afterwards)
         request.getfixturevalue("bootstrapped")
-    profiles = euicc.get_profiles_info()
+    profiles = flows.es10_read(open_es10, lambda c: c.get_profiles_info(), "GetProfilesInfo")
     enabled = [p for p in profiles if p.state == "enabled"]
     assert len(enabled) == 1, f"{len(enabled)} enabled profiles: {[p.iccid for p in enabled]}"
     expected = bench.bootstrap_iccid
