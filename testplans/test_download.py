@@ -57,8 +57,10 @@ def test_download_wrong_confirmation_code(bench, without_operational, new_order,
                                           indirect):
     _ipa_takes_confirmation_code(ipa)
     ipa.confirmation_code = "0000"
-    flows.download(bench, ipa, eim, open_es10, eid=eid, activation_code=new_order(confirmation_code="7531"),
-                   iccid=without_operational.iccid, indirect=indirect, expect_success=False, kpis=kpis)
+    res = flows.download(bench, ipa, eim, open_es10, eid=eid, activation_code=new_order(confirmation_code="7531"),
+                         iccid=without_operational.iccid, indirect=indirect, expect_success=False, kpis=kpis)
+    error = str(flows.field_of(flows.poll_packages(res.poll)[0], "error"))
+    assert "8.2.7" in error and "3.8" in error, f"expected the SM-DP+'s refusal 8.2.7/3.8 (confirmation code), got {error}"
 
 
 @pytest.mark.parametrize("indirect", [False, True], ids=["direct", "indirect"])

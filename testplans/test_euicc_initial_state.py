@@ -90,12 +90,3 @@ def test_add_initial_eim_refused_when_associated(euicc, bench_pki):
     else:
         assert all(not r.ok for r in results), f"AddInitialEim accepted a second initial eIM: {results}"
     assert [c.eim_id for c in euicc.get_eim_configuration_data()] == [c.eim_id for c in existing]
-
-
-@pytest.mark.testcase("HIL-EUICC-007", "Pending notifications are signed by the eUICC over the exact metadata",
-                      family="SGP.33 notifications", story="RetrieveNotificationsList")
-def test_notifications_signed(euicc):
-    certs = euicc.get_certs()
-    cert = pkimod.x509.load_der_x509_certificate(certs.euicc_certificate)
-    for note in euicc.retrieve_notifications_list():
-        assert note.verify(cert), f"notification seq {note.seq_number}: eUICC signature does not verify"

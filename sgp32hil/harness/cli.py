@@ -221,7 +221,7 @@ def cmd_run(args) -> int:
         latest.symlink_to(out.name)
     where = [f"--rack={args.rack}", f"--slot={slot}"] if args.rack else [f"--bench={bench_path}"]
     argv = [
-        str(tests), "-p", "no:cacheprovider", "-q", "--no-header", "-p", "no:randomly",
+        str(tests), "-p", "no:cacheprovider", "-p", "no:anyio", "-q", "--no-header", "-p", "no:randomly",
         *where, f"--plan={args.plan}", "--hil-progress", f"--hil-report-dir={out}",
         f"--junitxml={out / f'junit-{slot}.xml'}", "-o", f"junit_suite_name={slot}",
         f"--alluredir={out / 'allure-results'}", "--clean-alluredir",

@@ -321,6 +321,20 @@ def test_bad_activation_code_is_invalid_package_format(euicc):
     assert "invalidPackageFormat" in result.packages[0].error
 
 
+def test_download_requiring_confirmation_code_without_one_is_a_download_error(euicc):
+    """An activation code with the Confirmation Code Required Flag and no code on the IPA: nothing is sent
+    to the SM-DP+, the eIM gets profileDownloadError undefinedError."""
+    eim = FakeEim([eim_package("profileDownloadTriggerRequest",
+                               {"profileDownloadData": ("activationCode", "1$smdp.test$MID-1$$1"),
+                                "eimTransactionId": TID})])
+    result = make_ipa(euicc, eim).poll()
+    (provided, _), = eim.of("provideEimPackageResult")
+    kind, value = provided["eimPackageResult"]
+    assert kind == "profileDownloadTriggerResult"
+    assert value["profileDownloadTriggerResultData"] == ("profileDownloadError", {"profileDownloadErrorReason": 127})
+    assert "Confirmation Code" in result.packages[0].error and not result.packages[0].ok
+
+
 @pytest.mark.parametrize("reply, expected", [
     (httpx.Response(500, content=b"boom"), "ESipa GetEimPackage: HTTP 500 (expected 200 with getEimPackageResponse)"),
     (httpx.Response(200, content=NO_PACKAGE, headers={"Content-Type": "application/json"}),

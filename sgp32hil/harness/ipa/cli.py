@@ -41,6 +41,9 @@ def register(sub) -> None:
                       help="profile download: auto = indirect when the eIM configuration has "
                            "indirectProfileDownload, else direct (default auto)")
     poll.add_argument("--max-packages", type=int, default=20, metavar="N", help="packages per poll (default 20)")
+    poll.add_argument("--confirmation-code", metavar="CODE",
+                      help="Confirmation Code given to downloads whose SM-DP+ requires one (without it such a "
+                           "download fails with profileDownloadError and the session is postponed)")
     poll.set_defaults(func=cmd_ipa_poll)
 
 
@@ -81,10 +84,12 @@ def cmd_ipa_poll(args) -> int:
         took = f"{event.duration_ms:9.1f} ms" if event.duration_ms else " " * 12
         print(f"{event.stage:<9} {status:<6} {took}  {event.detail}", flush=True)
 
+    if args.confirmation_code is not None and not args.confirmation_code.strip():
+        return _usage("--confirmation-code: expected a non-empty code")
     try:
         ipa = Ipa(open_transport, eim_url=args.eim, ca=args.ca, pki_dir=args.pki, insecure=args.insecure,
                   rplmn=rplmn, download_mode=args.download_mode, eim_id=args.eim_id,
-                  on_progress=None if args.json else show)
+                  on_progress=None if args.json else show, confirmation_code=args.confirmation_code)
     except ValueError as exc:
         return _usage(str(exc))
     loop = args.loop or args.count is not None

@@ -281,8 +281,11 @@ class Ipa:
     ``pki_dir`` / ``insecure`` set TLS verification for the eIM and the SM-DP+; ``device_info`` and
     ``rplmn`` (``MCCMNC`` digits or 3 bytes) describe the device; ``download_mode`` is ``auto`` (indirect
     when the eIM configuration has indirectProfileDownload, else direct), ``direct`` or ``indirect``;
-    ``on_progress`` receives a :class:`PollEvent` per step.  ``http_transport`` replaces the network for
-    ESipa (tests).
+    ``on_progress`` receives a :class:`PollEvent` per step.  ``confirmation_code`` is the Confirmation
+    Code the device holds for downloads whose SM-DP+ requires one (SGP.22 §3.1.3.3 hashCc; SGP.32 leaves
+    how an IoT device obtains it to the device); without it such a download ends in a
+    profileDownloadError and a postponed session.  ``http_transport`` replaces the network for ESipa
+    (tests).
     """
 
     def __init__(
@@ -302,6 +305,7 @@ class Ipa:
         http_transport: httpx.BaseTransport | None = None,
         max_refreshes: int = 3,
         delivery_retries: int = 3,
+        confirmation_code: str | None = None,
     ):
         if download_mode not in DOWNLOAD_MODES:
             raise ValueError(f"download_mode must be one of {', '.join(DOWNLOAD_MODES)}, got {download_mode!r}")
@@ -319,6 +323,7 @@ class Ipa:
         self.http_transport = http_transport
         self.max_refreshes = max_refreshes
         self.delivery_retries = delivery_retries
+        self.confirmation_code = confirmation_code
 
     # --- helpers ---------------------------------------------------------------------------------------
 
@@ -733,10 +738,15 @@ class _PollSession:
         def progress(ev: ProgressEvent) -> None:
             self.ipa._emit("download", ev.status, f"{ev.phase} {ev.detail}".strip(), None)
 
+        if ac.cc_required and self.ipa.confirmation_code is None:
+            outcome.error = ("the activation code requires a Confirmation Code (Confirmation Code Required Flag) and "
+                             "this IPA has none (Ipa(confirmation_code=...), 'ipa poll --confirmation-code')")
+            self._provide(_download_error(tid, None))
+            return
         relay = EsipaRelay(self.esipa, eim_transaction_id=tid, smdp_address=ac.smdp_address) \
             if self.mode == "indirect" else None
         dl: DownloadResult = self.card.call(lambda c: download_profile(
-            c, ac, es9=relay, ca=self.ipa.ca, insecure=self.ipa.insecure, pki_dir=self.ipa.pki_dir,
+            c, ac, es9=relay, confirmation_code=self.ipa.confirmation_code, ca=self.ipa.ca, insecure=self.ipa.insecure, pki_dir=self.ipa.pki_dir,
             timeout=self.ipa.timeout, device_info=self.ipa.device_info, progress=progress))
         outcome.result["download"] = {k: v for k, v in dl.to_dict().items() if k not in ("es9_exchanges", "es10_trace")}
         if dl.notification is not None:
