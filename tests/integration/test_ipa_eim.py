@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sgp32hil.drivers.apdu.pcsc import PcscTransport
 from sgp32hil.drivers.es10.client import Es10Client
+from sgp32hil.drivers.es10.types import iccid_to_bcd
 from sgp32hil.drivers.virtual.euicc.service import SoftEuicc
 from sgp32hil.harness import pki
 from sgp32hil.harness.asn1 import parse_single
@@ -189,6 +191,49 @@ def test_b_enable_result_verified_at_eim_across_refresh(bench):
     stack, client = bench.es10()
     with stack:  # the enable/disable notifications went with the result and were acknowledged
         assert [n for n in client.retrieve_notifications_list() if n.kind != "euiccPackageResult"] == []
+    # ... and the eIM passed the enable notification on to the SM-DP+ that installed the profile
+    bcd = iccid_to_bcd(ICCID).hex().upper()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = [n for n in bench.smdp.store.notifications() if n["kind"] == "enable" and n["iccid"] == bcd]
+        if got:
+            break
+        time.sleep(0.05)
+    assert [n["result"] for n in got] == ["verified"], bench.svc.store.notifications(bench.euicc.eid)
+    forwarded = [n for n in bench.svc.store.notifications(bench.euicc.eid) if n["kind"] == "otherSignedNotification"]
+    assert forwarded and all(n["forwarded_to"] == bench.smdp.service.address for n in forwarded
+                             if n["forward_address"] == bench.smdp.service.address)
+
+
+def test_notification_for_an_unreachable_smdp_is_kept_and_retried(bench):
+    """An acknowledged notification whose SM-DP+ cannot be reached stays in the eIM's database (a
+    restart keeps it) and is forwarded once the SM-DP+ answers."""
+    _ok(_download(bench, "IPA-FW-1", indirect=True)[1])
+    order = bench.order("psmo", psmos=[{"enable": {"iccid": ICCID}}])
+    real = bench.smdp.service.address
+    bench.svc.relay.forward_notification = lambda address, raw: "ConnectError: refused (test)"
+    _ok(bench.ipa().poll())
+    assert bench.svc.wait_order(order.id, 10).status == "done"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pending = [n for n in bench.svc.store.notifications(bench.euicc.eid)
+                   if n["kind"] == "otherSignedNotification" and n["forward_attempts"]]
+        if pending:
+            break
+        time.sleep(0.05)
+    assert pending and all(n["forwarded_to"] is None and "refused" in n["forward_error"] for n in pending)
+    eim = bench.restart_eim()  # a fresh service object with the real relay; its forwarder retries
+    bcd = iccid_to_bcd(ICCID).hex().upper()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if [n for n in bench.smdp.store.notifications() if n["kind"] == "enable" and n["iccid"] == bcd]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the enable notification never reached the SM-DP+: "
+                             f"{eim.service.store.notifications(bench.euicc.eid)}")
+    assert all(n["forwarded_to"] == real for n in eim.service.store.notifications(bench.euicc.eid)
+               if n["forward_address"] == real and n["kind"] == "otherSignedNotification")
 
 
 def test_c_fallback_execute_and_return(bench):

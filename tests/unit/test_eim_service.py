@@ -355,3 +355,34 @@ def test_fuzz_dispatch_never_crashes(svc, body):
         asn1.decode(FROM_EIM, ans.body)
     else:
         assert ans.status in (204, 400) and (ans.status == 400 or ans.body == b"")
+
+
+def test_notification_forwarding_survives_restart_and_old_databases(pki_set, db, euicc_cred):
+    """A notification handed to the eIM for an SM-DP+ is kept until delivered: failures back off, a
+    restart keeps the queue, a database from before the forwarding columns is upgraded in place."""
+    import sqlite3
+
+    old = sqlite3.connect(db)
+    old.executescript("CREATE TABLE notifications (id INTEGER PRIMARY KEY AUTOINCREMENT, eid TEXT, seq_number "
+                      "INTEGER, kind TEXT NOT NULL, transaction_id TEXT, raw BLOB NOT NULL, forwarded_to TEXT, "
+                      "received REAL NOT NULL)")
+    old.close()
+    s = service(pki_set, db)
+    s.register_euicc(euicc_cred.eid)
+    row = s.store.add_notification(euicc_cred.eid, 7, "otherSignedNotification", None, b"\x30\x00",
+                                   forward_address="smdp.test:8443")
+    calls = []
+    s.relay.forward_notification = lambda address, raw: calls.append(address) or "ConnectError: refused"
+    assert s.forward_notifications() == 0 and calls == ["smdp.test:8443"]
+    assert s.forward_notifications() == 0 and len(calls) == 1  # backing off
+    (note,) = s.store.notifications(euicc_cred.eid)
+    assert note["forward_attempts"] == 1 and "refused" in note["forward_error"] and note["forwarded_to"] is None
+    s.close()
+    s = service(pki_set, db)
+    s.FORWARD_BACKOFF_S = 0.0
+    s.relay.forward_notification = lambda address, raw: calls.append(address)
+    assert s.forward_notifications() == 1 and s.forward_notifications() == 0
+    (note,) = s.store.notifications(euicc_cred.eid)
+    assert note["forwarded_to"] == "smdp.test:8443" and note["forward_error"] is None and row >= 1
+    assert any(e.kind == "notification forwarded" for e in s.events(euicc_cred.eid))
+    s.close()

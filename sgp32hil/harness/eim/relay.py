@@ -218,14 +218,14 @@ class EsipaRelay:
     # -- §5.14.5 HandleNotification forwarding ------------------------------------------------------------
 
     def forward_notification(self, address: str, pending_notification: bytes) -> str | None:
-        """ES9+.HandleNotification to ``address``; the address on success, None on failure."""
+        """ES9+.HandleNotification to ``address``; None on success, else what went wrong."""
         try:
             with self.client(address) as client:
                 client.handle_notification(pending_notification)
-            return address
+            return None
         except (es9p.Es9Error, Es9TransportError, OSError, ValueError) as exc:
             log.warning("forwarding a notification to %s failed: %s", address, exc)
-            return None
+            return f"{type(exc).__name__}: {exc}"
 
 
 def _eid_from_asr(asr: bytes) -> str | None:

@@ -149,6 +149,7 @@ def serve(host: str, port: int, pki_dir: str | Path | None, db: str | Path, *, e
     server = uvicorn.Server(_config(EimApp(service), service.pki, host=host, port=sock.getsockname()[1]))
     if on_started is not None:
         _watch_started(server, lambda: on_started(service, sock.getsockname()[1]))
+    service.start_forwarder()
     try:
         server.run(sockets=[sock])
     finally:
@@ -193,6 +194,7 @@ def run_in_thread(pki_dir: str | Path | None, db: str | Path, *, host: str = "12
     server = uvicorn.Server(_config(EimApp(service), service.pki, host=host, port=port))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"eim-{port}", daemon=True)
     thread.start()
+    service.start_forwarder()
     try:
         for _ in range(500):
             if server.started or not thread.is_alive():

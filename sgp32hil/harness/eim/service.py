@@ -84,9 +84,54 @@ class EimService:
         self.credential = pki_set.require(pki.Role.EIM, curve)
         self.relay = EsipaRelay(store, smdp_ca=smdp_ca, pki_dir=pki_set.root)
         self._changed = threading.Condition()
+        self._forward_wake = threading.Event()
+        self._forward_stop = threading.Event()
+        self._forwarder: threading.Thread | None = None
 
     def close(self) -> None:
+        if self._forwarder is not None:
+            self._forward_stop.set()
+            self._forward_wake.set()
+            self._forwarder.join(5)
+            self._forwarder = None
         self.store.close()
+
+    # -- notification forwarding (SGP.32 v1.2 §3.6: the eIM passes profile notifications on) ---------
+
+    FORWARD_ATTEMPTS = 6
+    FORWARD_BACKOFF_S = 2.0
+
+    def forward_notifications(self) -> int:
+        """One pass: ES9+.HandleNotification of every due notification to its notificationAddress
+        (the SM-DP+ that installed the profile). Returns how many were delivered."""
+        delivered = 0
+        for row in self.store.due_forwards(time.time(), self.FORWARD_ATTEMPTS, self.FORWARD_BACKOFF_S):
+            error = self.relay.forward_notification(row["forward_address"], row["raw"])
+            if error is None:
+                self.store.forward_done(row["id"], row["forward_address"], row["eid"], row["seq_number"], row["kind"])
+                delivered += 1
+            else:
+                self.store.forward_failed(row["id"], error)
+        return delivered
+
+    def start_forwarder(self, interval_s: float = 1.0) -> None:
+        """Forward in a background thread: at once when a notification arrives, retries with backoff."""
+        if self._forwarder is not None:
+            return
+
+        def run() -> None:
+            while not self._forward_stop.is_set():
+                self._forward_wake.wait(interval_s)
+                self._forward_wake.clear()
+                if self._forward_stop.is_set():
+                    break
+                try:
+                    self.forward_notifications()
+                except Exception:  # noqa: BLE001 - the thread must outlive one bad pass
+                    log.exception("notification forwarding pass failed")
+
+        self._forwarder = threading.Thread(target=run, name="eim-forwarder", daemon=True)
+        self._forwarder.start()
 
     # -- operator API ------------------------------------------------------------------------------
 
@@ -525,15 +570,23 @@ class EimService:
             if eid is None and body.get("eidValue"):
                 eid = body["eidValue"].hex().upper()
         session = self.store.relay_session(tx) if tx else None
+        forward_address = None
         if session is not None:
             eid = eid or session.eid
             if order is None and session.order_id is not None:
                 order = self.store.order(session.order_id)
             if alt == "profileInstallationResult" and not self.store.forwarded_pir(tx):
-                forward_to = self.relay.forward_notification(session.smdp_address, raw)
+                # the relayed download's SM-DP+ learns the outcome within the IPA's request
+                forward_address = session.smdp_address
+                if self.relay.forward_notification(forward_address, raw) is None:
+                    forward_to = forward_address
+        elif alt == "otherSignedNotification":
+            forward_address = body["tbsOtherNotification"].get("notificationAddress") or None
         if eid is not None and not self.store.is_known(eid):
             eid = None
-        self.store.add_notification(eid, seq, alt, tx, raw, forward_to)
+        self.store.add_notification(eid, seq, alt, tx, raw, forward_to, forward_address)
+        if forward_address and forward_to is None:
+            self._forward_wake.set()
         if order is not None and pir_data is not None:
             self._complete_download(order, pir_data)
         # Acknowledge what the eIM took charge of: anything but a PIR of a direct download, which the IPA

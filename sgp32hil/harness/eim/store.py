@@ -95,7 +95,11 @@ CREATE TABLE IF NOT EXISTS notifications (
     transaction_id TEXT,
     raw BLOB NOT NULL,
     forwarded_to TEXT,
-    received REAL NOT NULL
+    received REAL NOT NULL,
+    forward_address TEXT,
+    forward_attempts INTEGER NOT NULL DEFAULT 0,
+    forward_last REAL,
+    forward_error TEXT
 );
 CREATE TABLE IF NOT EXISTS relay_sessions (
     transaction_id TEXT PRIMARY KEY,
@@ -230,6 +234,7 @@ class EimStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._known: set[str] = {r[0] for r in self._db.execute("SELECT eid FROM euiccs")}
         # EIDs with queued or sent orders: an empty-queue poll is answered without touching the orders table.
         self._open: set[str] = {r[0] for r in self._db.execute(
@@ -237,6 +242,14 @@ class EimStore:
         self._polls: dict[str, list] = {}   # eid -> [count, last_contact, rplmn, cause]
         self._poll_events: list[tuple] = []
         self._last_flush = time.monotonic()
+
+    def _migrate(self) -> None:
+        """Columns added after the first release, added to databases created before them."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(notifications)")}
+        for column, decl in (("forward_address", "TEXT"), ("forward_attempts", "INTEGER NOT NULL DEFAULT 0"),
+                             ("forward_last", "REAL"), ("forward_error", "TEXT")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE notifications ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -492,23 +505,51 @@ class EimStore:
 
     @staticmethod
     def _add_notification(db: sqlite3.Connection, eid: str | None, seq: int | None, kind: str,
-                          transaction_id: str | None, raw: bytes, forwarded_to: str | None) -> None:
-        db.execute("INSERT INTO notifications (eid, seq_number, kind, transaction_id, raw, forwarded_to, received)"
-                   " VALUES (?,?,?,?,?,?,?)", (eid, seq, kind, transaction_id, raw, forwarded_to, time.time()))
+                          transaction_id: str | None, raw: bytes, forwarded_to: str | None,
+                          forward_address: str | None = None) -> int:
+        cur = db.execute("INSERT INTO notifications (eid, seq_number, kind, transaction_id, raw, forwarded_to, "
+                         "received, forward_address) VALUES (?,?,?,?,?,?,?,?)",
+                         (eid, seq, kind, transaction_id, raw, forwarded_to, time.time(), forward_address))
         if eid is not None:
             db.execute("UPDATE euiccs SET notifications=notifications+1 WHERE eid=?", (eid,))
             EimStore._event(db, eid, "notification", {"seq_number": seq, "kind": kind,
                                                      "transaction_id": transaction_id, "forwarded_to": forwarded_to})
+        return cur.lastrowid
 
     def add_notification(self, eid: str | None, seq: int | None, kind: str, transaction_id: str | None,
-                         raw: bytes, forwarded_to: str | None = None) -> None:
+                         raw: bytes, forwarded_to: str | None = None, forward_address: str | None = None) -> int:
+        """Record a notification; with ``forward_address`` and no ``forwarded_to`` it waits in the table
+        for :meth:`due_forwards` (so an acknowledged notification survives a restart until delivered)."""
         with self.tx() as db:
-            self._add_notification(db, eid, seq, kind, transaction_id, raw, forwarded_to)
+            return self._add_notification(db, eid, seq, kind, transaction_id, raw, forwarded_to, forward_address)
 
     def notifications(self, eid: str) -> list[dict[str, Any]]:
         rows = self._all("SELECT * FROM notifications WHERE eid=? ORDER BY id", (eid,))
         return [{"seq_number": r["seq_number"], "kind": r["kind"], "transaction_id": r["transaction_id"],
-                 "forwarded_to": r["forwarded_to"], "received": r["received"]} for r in rows]
+                 "forwarded_to": r["forwarded_to"], "forward_address": r["forward_address"],
+                 "forward_attempts": r["forward_attempts"], "forward_error": r["forward_error"],
+                 "received": r["received"]} for r in rows]
+
+    def due_forwards(self, now: float, max_attempts: int, backoff_s: float, limit: int = 50) -> list[sqlite3.Row]:
+        """Notifications still to forward whose next attempt is due (backoff doubles per failure)."""
+        rows = self._all("SELECT id, eid, seq_number, kind, raw, forward_address, forward_attempts, forward_last "
+                         "FROM notifications WHERE forward_address IS NOT NULL AND forwarded_to IS NULL "
+                         "AND forward_attempts < ? ORDER BY id LIMIT ?", (max_attempts, limit))
+        return [r for r in rows if r["forward_last"] is None
+                or now - r["forward_last"] >= backoff_s * 2 ** (r["forward_attempts"] - 1)]
+
+    def forward_done(self, row_id: int, address: str, eid: str | None, seq: int | None, kind: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE notifications SET forwarded_to=?, forward_attempts=forward_attempts+1, "
+                       "forward_last=?, forward_error=NULL WHERE id=?", (address, time.time(), row_id))
+            if eid is not None:
+                self._event(db, eid, "notification forwarded", {"seq_number": seq, "kind": kind,
+                                                                "forwarded_to": address})
+
+    def forward_failed(self, row_id: int, error: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE notifications SET forward_attempts=forward_attempts+1, forward_last=?, "
+                       "forward_error=? WHERE id=?", (time.time(), error[:500], row_id))
 
     # -- relay sessions (indirect download, SGP.32 v1.2 §3.2.3.2) -----------------------------------
 

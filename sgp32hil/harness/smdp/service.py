@@ -30,6 +30,9 @@ __all__ = ["HOST_ID", "SmdpService"]
 
 log = logging.getLogger(__name__)
 
+# NotificationEvent BIT STRING: notificationEnable (1), notificationDisable (2), notificationDelete (3)
+_ENABLE_DISABLE_DELETE = (bytes([0b0111_0000]), 4)
+
 HOST_ID = b"sgp32-hil"
 _SUPPORTED_MAJOR = 2
 
@@ -200,6 +203,9 @@ class SmdpService:
             "iccid": iccid_to_bcd(order.iccid),
             "serviceProviderName": profile["spn"][:32],
             "profileName": profile["name"][:64],
+            # SGP.22 §2.4.4.1: enable/disable/delete notifications of this profile come back to this SM-DP+
+            "notificationConfigurationInfo": [{"profileManagementOperation": _ENABLE_DISABLE_DELETE,
+                                               "notificationAddress": self.address}],
         }
         if order.fallback:
             value["fallbackAllowed"] = True
