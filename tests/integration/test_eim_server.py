@@ -135,6 +135,23 @@ def test_rest_api_and_openapi(running, pki_set):
             assert name in doc["components"]["schemas"]
 
 
+def test_cli_euicc_shows_state_notifications_and_events(running, pki_set, capsys):
+    from sgp32hil.harness.cli import main
+
+    eid = pki.make_eid(pki_set.eum_eins[0], 4343)
+    running.service.register_euicc(eid, counter_value=5)
+    running.service.store.add_notification(eid, 9, "otherSignedNotification", None, b"\x30\x00",
+                                           forward_address="smdp.test:8443")
+    base = ["eim", "euicc", "--eim", running.url, "--ca", str(running.ca_file)]
+    assert main([*base, eid]) == 0
+    out = capsys.readouterr().out
+    assert f"eUICC {eid}" in out and "counter value      5" in out
+    assert "seq    9  otherSignedNotification" in out and "to forward to smdp.test:8443" in out
+    assert "registered" in out.split("Events")[1]
+    assert main([*base, pki.make_eid(pki_set.eum_eins[0], 4344)]) == 1
+    assert "not registered" in capsys.readouterr().err
+
+
 def _raw_children(der: bytes) -> list:
     return asn1.parse_single(der).children()[0].children()
 

@@ -273,7 +273,16 @@ def openapi_document() -> dict[str, Any]:
                 "last_contact": {"type": "number", "nullable": True}, "polls": {"type": "integer"},
                 "last_rplmn": {"type": "string", "nullable": True},
                 "last_state_change_cause": {"type": "string", "nullable": True},
-                "notifications": {"type": "integer"}, "failed_attempts": {"type": "integer"}}},
+                "notifications": {"type": "integer"}, "failed_attempts": {"type": "integer"},
+                "notification_list": {"type": "array", "items": _ref("Notification")}}},
+            "Notification": {"type": "object", "description": "a notification the IPA handed to the eIM; "
+                             "forward_* tell its delivery to the notificationAddress (SM-DP+)", "properties": {
+                "seq_number": {"type": "integer", "nullable": True}, "kind": {"type": "string"},
+                "transaction_id": {"type": "string", "nullable": True},
+                "forwarded_to": {"type": "string", "nullable": True},
+                "forward_address": {"type": "string", "nullable": True},
+                "forward_attempts": {"type": "integer"}, "forward_error": {"type": "string", "nullable": True},
+                "received": {"type": "number"}}},
             "Event": {"type": "object", "properties": {
                 "time": {"type": "number"}, "kind": {"type": "string"}, "detail": {"type": "object"}}},
         }},

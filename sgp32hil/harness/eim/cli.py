@@ -1,6 +1,6 @@
-"""``sgp32-hil eim ...`` (serve, order, status, register). Imports stay lazy so ``--help`` is instant.
+"""``sgp32-hil eim ...`` (serve, order, status, euicc, register). Imports stay lazy so ``--help`` is instant.
 
-``order``/``status``/``register`` talk to a running eIM's REST API (/api/v1) over HTTPS, trusting the
+``order``/``status``/``euicc``/``register`` talk to a running eIM's REST API (/api/v1) over HTTPS, trusting the
 PKI's TLS CA bundle (``--ca`` to override).
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 
 def register(sub) -> None:
@@ -80,6 +81,15 @@ def register(sub) -> None:
     sp.add_argument("order_id", metavar="ORDER_ID", type=int)
     sp.add_argument("--wait", type=float, default=0, help="wait up to S seconds for done/failed/cancelled")
     sp.set_defaults(func=cmd_status)
+
+    sp = esub.add_parser("euicc", help="show what the eIM knows of an eUICC: state, notifications, events",
+                         description="Counter value, contacts and polls, last rPLMN and state change cause, the "
+                                     "notifications received (and whether they reached their SM-DP+), and the "
+                                     "event history, newest last.")
+    client_args(sp)
+    sp.add_argument("eid", metavar="EID", help="EID (32 digits)")
+    sp.add_argument("--events", type=int, default=20, metavar="N", help="show the last N events (default 20)")
+    sp.set_defaults(func=cmd_euicc)
 
     sp = esub.add_parser("register", help="register an eUICC with the eIM",
                          description="Make an EID known to the eIM (otherwise GetEimPackage answers eidNotFound).")
@@ -189,6 +199,46 @@ def cmd_status(args) -> int:
     with _client(args) as http:
         params = {"wait": args.wait} if args.wait else {}
         return _show(args, http.get(f"/api/v1/orders/{args.order_id}", params=params))
+
+
+def cmd_euicc(args) -> int:
+    with _client(args) as http:
+        reply = http.get(f"/api/v1/euiccs/{args.eid}")
+        if reply.status_code != 200:
+            return _show(args, reply)
+        record = reply.json()
+        events = http.get(f"/api/v1/euiccs/{args.eid}/events").json().get("events", [])
+    if args.json:
+        print(json.dumps({**record, "events": events}, indent=2))
+        return 0
+
+    def when(t):
+        return time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"
+
+    print(f"eUICC {record['eid']}")
+    for label, key in (("counter value", "counter_value"), ("association token", "association_token"),
+                       ("result policy", "result_policy"), ("polls", "polls"), ("last rPLMN", "last_rplmn"),
+                       ("last state change", "last_state_change_cause"), ("failed attempts", "failed_attempts")):
+        value = record.get(key)
+        print(f"  {label:<18} {'-' if value is None else value}")
+    print(f"  {'first/last contact':<18} {when(record.get('first_contact'))} / {when(record.get('last_contact'))}")
+    print(f"  {'certificate':<18} {'known' if record.get('euicc_certificate') else 'unknown'}")
+    notes = record.get("notification_list", [])
+    print(f"\nNotifications ({len(notes)})")
+    for n in notes:
+        if n.get("forwarded_to"):
+            fate = f"forwarded to {n['forwarded_to']}"
+        elif n.get("forward_address"):
+            fate = (f"to forward to {n['forward_address']} ({n['forward_attempts']} attempt(s)"
+                    + (f", last error: {n['forward_error']}" if n.get("forward_error") else "") + ")")
+        else:
+            fate = "kept at the eIM"
+        print(f"  seq {str(n.get('seq_number')):>4}  {n['kind']:<34} {fate}")
+    shown = events[-args.events:] if args.events > 0 else []
+    print(f"\nEvents (last {len(shown)} of {len(events)})")
+    for e in shown:
+        print(f"  {when(e['time'])}  {e['kind']:<24} {json.dumps(e['detail'], separators=(',', ':'))[:110]}")
+    return 0
 
 
 def cmd_register(args) -> int:
