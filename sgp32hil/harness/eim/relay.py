@@ -224,7 +224,7 @@ class EsipaRelay:
                 client.handle_notification(pending_notification)
             return None
         except (es9p.Es9Error, Es9TransportError, OSError, ValueError) as exc:
-            log.warning("forwarding a notification to %s failed: %s", address, exc)
+            log.info("forwarding a notification to %s failed: %s", address, exc)
             return f"{type(exc).__name__}: {exc}"
 
 

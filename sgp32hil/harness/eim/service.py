@@ -112,6 +112,9 @@ class EimService:
                 delivered += 1
             else:
                 self.store.forward_failed(row["id"], error)
+                if row["forward_attempts"] + 1 >= self.FORWARD_ATTEMPTS:
+                    log.warning("notification seq %s of %s: giving up forwarding to %s after %d attempts: %s",
+                                row["seq_number"], row["eid"], row["forward_address"], self.FORWARD_ATTEMPTS, error)
         return delivered
 
     def start_forwarder(self, interval_s: float = 1.0) -> None:

@@ -383,7 +383,7 @@ class EimStore:
 
     def events(self, eid: str, *, since_id: int = 0) -> list[Event]:
         self.flush_polls()
-        rows = self._all("SELECT time, kind, detail FROM events WHERE eid=? AND id>? ORDER BY id", (eid, since_id))
+        rows = self._all("SELECT time, kind, detail FROM events WHERE eid=? AND id>? ORDER BY time, id", (eid, since_id))
         return [Event(r["time"], r["kind"], json.loads(r["detail"])) for r in rows]
 
     # -- orders ---------------------------------------------------------------------------------

@@ -164,7 +164,8 @@ def factory_state(
         rat=[RatRule(r.pprs[:], [RatOperator(o.mcc_mnc, o.gid1, o.gid2) for o in r.allowed_operators],
                      r.consent_required) for r in DEFAULT_RAT],
     )
-    address = bootstrap.notification_address or pkiset.smdp_address or "localhost"
+    # the bundled SM-DP+'s default address ('smdp serve' listens on 127.0.0.1:8443), as the eIM's is 8444
+    address = bootstrap.notification_address or "127.0.0.1:8443"
     state.profiles.append(bootstrap_profile(state, bootstrap, address))
     eim = pkiset.eim(curve)
     if eim is None:
