@@ -174,7 +174,13 @@ def test_indirect_download_relay(pki_dir, pki_set, tmp_path):
             "euiccChallenge": init_req.euicc_challenge, "euiccInfo1": asn1.decode("EUICCInfo1", init_req.euicc_info1),
             "eimTransactionId": b"\x00" * 16}))
         assert bad == ("initiateAuthenticationResponseEsipa", ("initiateAuthenticationErrorEsipa", 52))
-        body = (b"\x81\x10" + init_req.euicc_challenge + init_req.euicc_info1 + b"\x82\x10" + txe)
+        # no euiccInfo1 and none learnt from an IpaEuiccData yet -> undefinedError
+        _, bad = esipa(http, ("initiateAuthenticationRequestEsipa", {
+            "euiccChallenge": init_req.euicc_challenge, "eimTransactionId": txe}))
+        assert bad == ("initiateAuthenticationResponseEsipa", ("initiateAuthenticationErrorEsipa", 127))
+        # once the eIM holds the card's EUICCInfo1 the IPA may leave it out
+        eim.service.store.set_euicc_info1(euicc.eid, init_req.euicc_info1)
+        body = (b"\x81\x10" + init_req.euicc_challenge + b"\x82\x10" + txe)
         r = post(http, b"\xbf\x39" + bytes([len(body)]) + body)
         ch = _raw_children(r.content)
         init = es9p.InitiateAuthenticationResponse(

@@ -264,17 +264,20 @@ def test_unknown_eid_order(svc, euicc_cred):
 
 def test_euicc_data_and_certificate_learning(svc, euicc_cred, pki_set):
     svc.register_euicc(euicc_cred.eid, result_policy="verify")
-    order = svc.create_order(euicc_cred.eid, "euicc_data", tags=["A6", "A5"])
+    order = svc.create_order(euicc_cred.eid, "euicc_data", tags=["A6", "A5", "BF20"])
     kind, req = poll(svc, euicc_cred.eid)
-    assert kind == "ipaEuiccDataRequest" and req["tagList"] == b"\xa6\xa5"
+    assert kind == "ipaEuiccDataRequest" and req["tagList"] == b"\xa6\xa5\xbf\x20"
     cert = asn1.decode("Certificate", euicc_cred.der)
     eum = asn1.decode("Certificate", pki_set.eum().der)
+    info1 = {"svn": b"\x02\x05\x00", "euiccCiPKIdListForVerification": [b"\x01" * 20],
+             "euiccCiPKIdListForSigning": [b"\x01" * 20]}
     status, answer = esipa(svc, ("provideEimPackageResult", {"eidValue": bytes.fromhex(euicc_cred.eid), "eimPackageResult": (
-        "ipaEuiccDataResponse", ("ipaEuiccData", {"euiccCertificate": cert, "eumCertificate": eum,
+        "ipaEuiccDataResponse", ("ipaEuiccData", {"euiccCertificate": cert, "eumCertificate": eum, "euiccInfo1": info1,
                                                   "eimTransactionId": req["eimTransactionId"]}))}))
     assert answer[1] == ("emptyResponse", {})
     assert svc.get_order(order.id).status == "done"
     assert svc.euicc(euicc_cred.eid).euicc_certificate == euicc_cred.der
+    assert svc.store.euicc_info1(euicc_cred.eid) == asn1.encode("EUICCInfo1", info1)  # kept for the relay
     # now 'verify' has a certificate to verify with
     o2 = svc.create_order(euicc_cred.eid, "psmo", psmos=[{"getRAT": {}}])
     pkg = package_of(poll(svc, euicc_cred.eid))

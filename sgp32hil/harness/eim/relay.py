@@ -135,13 +135,17 @@ class EsipaRelay:
             elif address.lower() != ordered.lower():
                 return self._answer(alt, None, 50)  # smdpAddressMismatch
         info1 = _child(node, b"\xbf\x20")
+        info1_der = info1.raw if info1 is not None else None
         if not address:
             return self._answer(alt, None, 1)  # invalidDpAddress
-        if info1 is None:
-            return self._answer(alt, None, UNDEFINED)
         eid = order.eid if order else None
+        if info1_der is None and eid is not None:
+            info1_der = self.store.euicc_info1(eid)  # learnt from an earlier IpaEuiccData
+        if info1_der is None:
+            log.info("relay: InitiateAuthentication without euiccInfo1 and none stored for EID %s", eid)
+            return self._answer(alt, None, UNDEFINED)
         resp, err = self._call(address, "initiateAuthentication",
-                               lambda c: c.initiate_authentication(value["euiccChallenge"], info1.raw, address),
+                               lambda c: c.initiate_authentication(value["euiccChallenge"], info1_der, address),
                                _INIT_ERRORS, alt, eid)
         if err is not None:
             return err

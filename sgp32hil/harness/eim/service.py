@@ -478,6 +478,8 @@ class EimService:
         raw = {c.tag: c for c in data_node.children()}
         if eid is not None and b"\xa6" in raw:
             self._learn_certificate(eid, raw[b"\xa6"], raw.get(b"\xa5"))
+        if eid is not None and b"\xbf\x20" in raw and self.store.is_known(eid):
+            self.store.set_euicc_info1(eid, raw[b"\xbf\x20"].raw)
         if eid is not None and b"\xa0" in raw:
             for raw_n, decoded in zip(raw[b"\xa0"].children(), body.get("notificationsList", []), strict=False):
                 seq = self._notification(eid, raw_n.raw, decoded)

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS euiccs (
     last_rplmn TEXT,
     last_state_change_cause TEXT,
     notifications INTEGER NOT NULL DEFAULT 0,
-    failed_attempts INTEGER NOT NULL DEFAULT 0
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    euicc_info1 BLOB
 );
 CREATE TABLE IF NOT EXISTS orders (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -245,6 +246,8 @@ class EimStore:
 
     def _migrate(self) -> None:
         """Columns added after the first release, added to databases created before them."""
+        if "euicc_info1" not in {r[1] for r in self._db.execute("PRAGMA table_info(euiccs)")}:
+            self._db.execute("ALTER TABLE euiccs ADD COLUMN euicc_info1 BLOB")
         have = {r[1] for r in self._db.execute("PRAGMA table_info(notifications)")}
         for column, decl in (("forward_address", "TEXT"), ("forward_attempts", "INTEGER NOT NULL DEFAULT 0"),
                              ("forward_last", "REAL"), ("forward_error", "TEXT")):
@@ -529,6 +532,15 @@ class EimStore:
                  "forwarded_to": r["forwarded_to"], "forward_address": r["forward_address"],
                  "forward_attempts": r["forward_attempts"], "forward_error": r["forward_error"],
                  "received": r["received"]} for r in rows]
+
+    def set_euicc_info1(self, eid: str, der: bytes) -> None:
+        """Keep the EUICCInfo1 an IpaEuiccData carried (the relay's InitiateAuthentication may need it)."""
+        with self.tx() as db:
+            db.execute("UPDATE euiccs SET euicc_info1=? WHERE eid=?", (der, eid))
+
+    def euicc_info1(self, eid: str) -> bytes | None:
+        row = self._one("SELECT euicc_info1 FROM euiccs WHERE eid=?", (eid,))
+        return bytes(row[0]) if row is not None and row[0] is not None else None
 
     def due_forwards(self, now: float, max_attempts: int, backoff_s: float, limit: int = 50) -> list[sqlite3.Row]:
         """Notifications still to forward whose next attempt is due (backoff doubles per failure)."""
