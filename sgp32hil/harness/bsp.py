@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
-from .asn1 import Asn1Error, decode, encode
+from .asn1 import Asn1Error, decode, encode, encode_length
 
 __all__ = [
     "AES_BLOCK",
@@ -168,19 +168,12 @@ def _tag_bytes(tag: int | bytes) -> bytes:
     return bytes(tag)
 
 
-def _length_bytes(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
 def max_payload(tag: int | bytes = TAG_PROFILE_ELEMENT, encrypt: bool = True) -> int:
     """Largest plain payload fitting one protected TLV of at most 1020 bytes."""
     tag_len = len(_tag_bytes(tag))
     content = 0
     for candidate in range(MAX_SEGMENT, 0, -1):
-        if tag_len + len(_length_bytes(candidate)) + candidate <= MAX_SEGMENT:
+        if tag_len + len(encode_length(candidate)) + candidate <= MAX_SEGMENT:
             content = candidate
             break
     room = content - MAC_LENGTH
@@ -255,7 +248,7 @@ class BspProtector(_Channel):
                 f"{len(data)} bytes do not fit one segment (max {max_payload(tag_bytes, encrypt)})",
             )
         body = self._cbc(_pad(bytes(data)), decrypt=False) if encrypt else bytes(data)
-        header = tag_bytes + _length_bytes(len(body) + MAC_LENGTH)
+        header = tag_bytes + encode_length(len(body) + MAC_LENGTH)
         full_mac = self._cmac(header, body)
         self._mcv = full_mac
         self._counter += 1
@@ -327,7 +320,7 @@ class BspVerifier(_Channel):
             if pos + count > len(segment):
                 raise fail("truncated length field")
             length = int.from_bytes(segment[pos : pos + count], "big")
-            if _length_bytes(length) != segment[pos - 1 : pos + count]:
+            if encode_length(length) != segment[pos - 1 : pos + count]:
                 raise fail("non-minimal length encoding")
             pos += count
         else:

@@ -534,3 +534,13 @@ def test_sequence_of_with_a_foreign_element_is_rejected_not_looped():
     out = subprocess.run([sys.executable, "-c", HANG_PROBE], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.startswith("rejected:")
+
+
+@pytest.mark.parametrize("n, octets", [(0, "00"), (127, "7F"), (128, "8180"), (255, "81FF"), (256, "820100"),
+                                       (65536, "83010000")])
+def test_encode_length_and_tlv_round_trip(n, octets):
+    from sgp32hil.harness.asn1 import encode_length, parse_single, tlv
+
+    assert encode_length(n).hex().upper() == octets
+    der = tlv(b"\xbf\x51", b"\xaa" * n)
+    assert parse_single(der).value == b"\xaa" * n and parse_single(der).tag == b"\xbf\x51"

@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...harness.asn1 import Asn1Error, Tlv, TlvError, parse_single
+from ...harness.asn1 import Asn1Error, Tlv, TlvError, parse_single, tlv
 from ...harness.asn1 import decode as asn1_decode
 from ...harness.asn1 import encode as asn1_encode
 from .client import Es10Client, Es10Error
@@ -124,17 +124,6 @@ def hash_confirmation_code(confirmation_code: str | bytes, transaction_id: bytes
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def _tlv(tag: bytes, value: bytes) -> bytes:
-    return tag + _length(len(value)) + value
-
-
 def _as_tlv(tag: bytes, data: bytes, what: str) -> bytes:
     """``data`` if it is exactly one TLV with ``tag``, else ``data`` wrapped as the value of ``tag``."""
     data = bytes(data)
@@ -146,17 +135,17 @@ def _as_tlv(tag: bytes, data: bytes, what: str) -> bytes:
             pass
     if not data:
         raise ValueError(f"{what} is empty")
-    return _tlv(tag, data)
+    return tlv(tag, data)
 
 
 def _der_element(data: bytes, tag: int, what: str) -> bytes:
     data = bytes(data)
     try:
-        tlv = parse_single(data)
+        element = parse_single(data)
     except TlvError as exc:
         raise ValueError(f"{what} is not one DER element: {exc}") from None
-    if tag_int(tlv) != tag:
-        raise ValueError(f"{what} starts with tag {tlv.tag.hex().upper()}, expected {tag:02X}")
+    if tag_int(element) != tag:
+        raise ValueError(f"{what} starts with tag {element.tag.hex().upper()}, expected {tag:02X}")
     return data
 
 
@@ -231,7 +220,7 @@ def authenticate_server(
             + _as_tlv(b"\x04", ci_pkid, "euiccCiPKIdToBeUsed")
             + _der_element(server_certificate, 0x30, "serverCertificate")
             + ctx)
-    command = _checked("AuthenticateServerRequest", _tlv(b"\xbf\x38", body), "AuthenticateServer")
+    command = _checked("AuthenticateServerRequest", tlv(b"\xbf\x38", body), "AuthenticateServer")
     value, raw = _send(client, "AuthenticateServer", command, "SGP32-AuthenticateServerResponse")
     kind, inner = value
     if kind == "authenticateResponseError":
@@ -281,9 +270,9 @@ def prepare_download(
     if hash_cc is not None:
         if len(hash_cc) != 32:
             raise ValueError(f"hashCc must be 32 bytes, got {len(hash_cc)}")
-        body += _tlv(b"\x04", bytes(hash_cc))
+        body += tlv(b"\x04", bytes(hash_cc))
     body += _der_element(smdp_certificate, 0x30, "smdpCertificate")
-    command = _checked("PrepareDownloadRequest", _tlv(b"\xbf\x21", body), "PrepareDownload")
+    command = _checked("PrepareDownloadRequest", tlv(b"\xbf\x21", body), "PrepareDownload")
     value, raw = _send(client, "PrepareDownload", command, "SGP32-PrepareDownloadResponse")
     kind, inner = value
     if kind == "downloadResponseError":

@@ -55,7 +55,7 @@ from .signed import (
     server_signed1,
     smdp_signed2,
 )
-from .tlv import Tlv, TlvError, find, iter_tlvs, parse_single, parse_tlv, raw_field
+from .tlv import Tlv, TlvError, encode_length, find, iter_tlvs, parse_single, parse_tlv, raw_field, tlv
 
 __all__ = [
     "parsed_modules",
@@ -65,6 +65,7 @@ __all__ = [
     "TlvError",
     "decode",
     "encode",
+    "encode_length",
     "euicc_cancel_session_signed",
     "euicc_package_result_signed",
     "euicc_package_signed",
@@ -78,6 +79,7 @@ __all__ = [
     "parse_tlv",
     "profile_installation_result_data",
     "raw_field",
+    "tlv",
     "server_signed1",
     "smdp_signed2",
     "specification",

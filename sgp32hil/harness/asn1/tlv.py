@@ -156,3 +156,16 @@ def find(der: bytes, path: Sequence[PathStep]) -> Tlv:
 def raw_field(der: bytes, path: Sequence[PathStep]) -> bytes:
     """The complete TLV bytes (tag, length, value) at ``path``, exactly as in ``der``."""
     return find(der, path).raw
+
+
+def encode_length(n: int) -> bytes:
+    """Definite-form length octets (X.690 §8.1.3): short form below 128, else 0x8k + k big-endian octets."""
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def tlv(tag: bytes, value: bytes) -> bytes:
+    """One TLV: ``tag`` (complete tag bytes), definite length, ``value``."""
+    return bytes(tag) + encode_length(len(value)) + value

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .. import asn1
+from ..asn1 import tlv
 from ..asn1.signed import eim_signature_input
 from ..pki import Credential
 
@@ -322,14 +323,7 @@ def euicc_package_request(kind: str, params: dict, *, eim: Credential, eim_id: s
                                   eim_transaction_id=eim_transaction_id)
     signature = eim.sign(eim_signature_input(signed, association_token))
     body = signed + b"\x5f\x37" + bytes([len(signature)]) + signature
-    return b"\xbf\x51" + _length(len(body)) + body
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
+    return tlv(b"\xbf\x51", body)
 
 
 def ipa_euicc_data_request(params: dict, eim_transaction_id: bytes) -> tuple[str, Any]:

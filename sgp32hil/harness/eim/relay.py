@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import asn1, es9p
-from ..asn1 import Tlv, TlvError, parse_single
+from ..asn1 import Tlv, TlvError, parse_single, tlv
 from ..es9p_client import Es9Client, Es9TransportError
 from .packages import smdp_address_of
 from .store import EimStore
@@ -37,17 +37,6 @@ _BPP_ERRORS = {es9p.EUICC_SIGNATURE_INVALID: 1, es9p.CONFIRMATION_CODE_MISSING: 
                es9p.CONFIRMATION_CODE_REFUSED: 3, es9p.CONFIRMATION_CODE_RETRIES_EXCEEDED: 4,
                es9p.DOWNLOAD_ORDER_EXPIRED: 6, es9p.TRANSACTION_ID_UNKNOWN: 95}
 _CANCEL_ERRORS = {es9p.TRANSACTION_ID_UNKNOWN: 1, es9p.EUICC_SIGNATURE_INVALID: 2}
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
-
-
-def tlv(tag: bytes, value: bytes) -> bytes:
-    return tag + _length(len(value)) + value
 
 
 def _child(node: Tlv, *tags: bytes) -> Tlv | None:

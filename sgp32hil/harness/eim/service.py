@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .. import asn1, pki
-from ..asn1 import Tlv, TlvError
+from ..asn1 import Tlv, TlvError, tlv
 from ..asn1.signed import euicc_result_signature_input
 from . import packages
 from .esipa import EsipaAnswer, get_package_error, provide_result_error
@@ -52,16 +52,6 @@ def _jsonable(value: Any) -> Any:
     from ...drivers.es10.decode import to_jsonable
 
     return to_jsonable(value)
-
-
-def _tlv(tag: bytes, value: bytes) -> bytes:
-    n = len(value)
-    if n < 0x80:
-        length = bytes([n])
-    else:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(raw)]) + raw
-    return tag + length + value
 
 
 def _check_eid(eid: str) -> str:
@@ -284,7 +274,7 @@ class EimService:
             return get_package_error(1)
         self._notify()
         if order.kind in ("psmo", "eco"):
-            der = _tlv(b"\xbf\x4f", der)
+            der = tlv(b"\xbf\x4f", der)
         return EsipaAnswer(200, der, "getEimPackageResponse")
 
     def _apply_policy(self, eid: str, rplmn: str | None, cause: str | None) -> None:
@@ -495,8 +485,8 @@ class EimService:
 
     def _learn_certificate(self, eid: str, cert_node: Tlv, eum_node: Tlv | None) -> None:
         try:
-            cert = x509.load_der_x509_certificate(_tlv(b"\x30", cert_node.value))
-            eum = [x509.load_der_x509_certificate(_tlv(b"\x30", eum_node.value))] if eum_node else []
+            cert = x509.load_der_x509_certificate(tlv(b"\x30", cert_node.value))
+            eum = [x509.load_der_x509_certificate(tlv(b"\x30", eum_node.value))] if eum_node else []
             chain = pki.verify_chain(cert, eum, self.pki.trusted_cis(), role=pki.Role.EUICC)
             if chain.eid not in (None, eid) or pki.eid_of(cert) != eid:
                 raise ValueError(f"certificate EID {pki.eid_of(cert)} is not {eid}")

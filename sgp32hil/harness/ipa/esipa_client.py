@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from ...drivers.es10.decode import asn1_names, to_jsonable
-from ..asn1 import Asn1Error, Tlv, TlvError, parse_single
+from ..asn1 import Asn1Error, Tlv, TlvError, parse_single, tlv
 from ..asn1 import decode as asn1_decode
 from ..asn1 import encode as asn1_encode
 from ..es9p_client import _tls_context
@@ -76,18 +76,6 @@ FUNCTIONS: dict[str, tuple[str, str | None]] = {
 
 
 # --- DER assembly from exact bytes ---------------------------------------------------------------------
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def tlv(tag: bytes, content: bytes) -> bytes:
-    """One DER TLV: ``tag`` (complete tag bytes), definite length, ``content``."""
-    return tag + _length(len(content)) + content
 
 
 def retag(der: bytes, tag: bytes) -> bytes:

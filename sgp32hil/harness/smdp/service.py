@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import asn1, bsp, es2p, es9p, pki
+from ..asn1 import tlv
 from ..es9p import Es9Error
 from ..saip import iccid_to_bcd
 from .store import Order, ProfileState, SmdpStore
@@ -35,17 +36,6 @@ _ENABLE_DISABLE_DELETE = (bytes([0b0111_0000]), 4)
 
 HOST_ID = b"sgp32-hil"
 _SUPPORTED_MAJOR = 2
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
-
-
-def tlv(tag: bytes, value: bytes) -> bytes:
-    return tag + _length(len(value)) + value
 
 
 def sig_tlv(signature: bytes) -> bytes:
