@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..sqlite import SqliteStore
 
 __all__ = ["EimStore", "EuiccRecord", "Event", "IssuedPackage", "Order", "OrderStatus", "RelaySession",
            "StoreError"]
@@ -222,19 +223,11 @@ def _euicc(row: sqlite3.Row) -> EuiccRecord:
     )
 
 
-class EimStore:
+class EimStore(SqliteStore):
     """Thread-safe SQLite store; one short transaction per acknowledged step."""
 
     def __init__(self, path: str | Path):
-        self.path = str(path)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA)
         self._migrate()
         self._known: set[str] = {r[0] for r in self._db.execute("SELECT eid FROM euiccs")}
         # EIDs with queued or sent orders: an empty-queue poll is answered without touching the orders table.
@@ -257,34 +250,7 @@ class EimStore:
     def close(self) -> None:
         with self._lock:
             self.flush_polls()
-            self._db.close()
-
-    def tx(self):
-        """``with store.tx() as db:`` one IMMEDIATE transaction, committed on success."""
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store._lock.acquire()
-                store._db.execute("BEGIN IMMEDIATE")
-                return store._db
-
-            def __exit__(self, exc_type, exc, tb):
-                try:
-                    store._db.execute("ROLLBACK" if exc_type else "COMMIT")
-                finally:
-                    store._lock.release()
-                return False
-
-        return _Tx()
-
-    def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
-
-    def _all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            super().close()
 
     # -- eUICCs ---------------------------------------------------------------------------------
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..sqlite import SqliteStore
 
 __all__ = ["Order", "ProfileState", "Session", "SmdpStore", "StoreError"]
 
@@ -147,45 +148,12 @@ def confirmation_code_hash(code: str | bytes) -> bytes:
     return hashlib.sha256(code.encode("utf-8") if isinstance(code, str) else code).digest()
 
 
-class SmdpStore:
+class SmdpStore(SqliteStore):
     """Thread-safe SQLite store; one short transaction per call."""
 
     def __init__(self, path: str | Path):
-        self.path = str(path)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA)
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _tx(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store._lock.acquire()
-                store._db.execute("BEGIN IMMEDIATE")
-                return store._db
-
-            def __exit__(self, exc_type, exc, tb):
-                try:
-                    store._db.execute("ROLLBACK" if exc_type else "COMMIT")
-                finally:
-                    store._lock.release()
-                return False
-
-        return _Tx()
-
-    def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
 
     # -- profiles ---------------------------------------------------------------------------
 
@@ -199,7 +167,7 @@ class SmdpStore:
         spn: str = "sgp32-hil",
         profile_type: str | None = None,
     ) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute(
                 "INSERT INTO profiles(iccid, imsi, package, state, name, spn, profile_type) VALUES (?,?,?,?,?,?,?)",
                 (iccid, imsi, package, ProfileState.AVAILABLE, name, spn, profile_type),
@@ -214,12 +182,12 @@ class SmdpStore:
         return row["state"] if row else None
 
     def set_profile_state(self, iccid: str, state: str) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute("UPDATE profiles SET state=? WHERE iccid=?", (state, iccid))
 
     def allocate_profile(self, iccid: str | None = None, profile_type: str | None = None) -> str | None:
         """Move one available profile (by ICCID or type) to ``allocated``; None if none fits."""
-        with self._tx() as db:
+        with self.tx() as db:
             if iccid is not None:
                 row = db.execute("SELECT iccid, state FROM profiles WHERE iccid=?", (iccid,)).fetchone()
                 if row is None or row["state"] != ProfileState.AVAILABLE:
@@ -269,7 +237,7 @@ class SmdpStore:
         if iccid is None or self.profile(iccid) is None:
             raise StoreError(f"order {matching_id!r}: unknown profile {iccid!r}")
         cc_hash = confirmation_code_hash(confirmation_code) if confirmation_code else None
-        with self._tx() as db:
+        with self.tx() as db:
             if db.execute("SELECT 1 FROM orders WHERE matching_id=?", (matching_id,)).fetchone():
                 raise StoreError(f"matchingId {matching_id!r} already in use")
             db.execute(
@@ -317,20 +285,20 @@ class SmdpStore:
         return self._order(row) if row else None
 
     def delete_order(self, matching_id: str) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute("DELETE FROM orders WHERE matching_id=?", (matching_id,))
 
     def count_cc_attempt(self, matching_id: str) -> int:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute("UPDATE orders SET cc_attempts=cc_attempts+1 WHERE matching_id=?", (matching_id,))
             return db.execute("SELECT cc_attempts FROM orders WHERE matching_id=?", (matching_id,)).fetchone()[0]
 
     def count_download_attempt(self, matching_id: str) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute("UPDATE orders SET downloads=downloads+1 WHERE matching_id=?", (matching_id,))
 
     def bind_order(self, matching_id: str, otpk: bytes, otsk: bytes) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute("UPDATE orders SET bound_otpk=?, bound_otsk=? WHERE matching_id=?", (otpk, otsk, matching_id))
 
     def update_order(self, matching_id: str, **values) -> None:
@@ -338,7 +306,7 @@ class SmdpStore:
         if not values or set(values) - allowed:
             raise StoreError(f"cannot update {sorted(set(values) - allowed)}")
         cols = ", ".join(f"{k}=?" for k in values)
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute(f"UPDATE orders SET {cols} WHERE matching_id=?", (*values.values(), matching_id))
 
     # -- sessions ---------------------------------------------------------------------------
@@ -347,7 +315,7 @@ class SmdpStore:
         self, transaction_id: bytes, euicc_challenge: bytes, server_challenge: bytes, ci_pkid: bytes, curve: str
     ) -> None:
         now = time.time()
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute(
                 "INSERT INTO sessions(transaction_id, euicc_challenge, server_challenge, ci_pkid, curve, phase,"
                 " created, updated) VALUES (?,?,?,?,?,?,?,?)",
@@ -389,7 +357,7 @@ class SmdpStore:
         if expect_phase is not None:
             sql += " AND phase=?"
             args += (expect_phase,)
-        with self._tx() as db:
+        with self.tx() as db:
             return db.execute(sql, args).rowcount == 1
 
     # -- records ----------------------------------------------------------------------------
@@ -397,7 +365,7 @@ class SmdpStore:
     def record_download(
         self, transaction_id: bytes, event: str, *, matching_id=None, iccid=None, eid=None, detail=None
     ) -> None:
-        with self._tx() as db:
+        with self.tx() as db:
             db.execute(
                 "INSERT INTO downloads(transaction_id, matching_id, iccid, eid, event, detail, at) VALUES (?,?,?,?,?,?,?)",
                 (transaction_id, matching_id, iccid, eid, event, detail, time.time()),
@@ -410,7 +378,7 @@ class SmdpStore:
     def record_notification(
         self, kind: str, raw: bytes, *, transaction_id=None, eid=None, seq_number=None, iccid=None, result=None
     ) -> int:
-        with self._tx() as db:
+        with self.tx() as db:
             cur = db.execute(
                 "INSERT INTO notifications(kind, transaction_id, eid, seq_number, iccid, result, raw, received)"
                 " VALUES (?,?,?,?,?,?,?,?)",
