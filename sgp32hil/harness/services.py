@@ -101,8 +101,31 @@ def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
             proc.wait()
 
 
+class _CardProcess:
+    """A child process holding a card in a vpcd reader: its log and its orderly stop."""
+
+    proc: subprocess.Popen
+    log_path: Path
+    reader: str
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop the process by PID, then wait (bounded) until pcscd sees the card gone from its reader."""
+        _stop(self.proc)
+        if self.reader in VPCD_READERS.values():
+            try:
+                wait_until(lambda: not card_present(self.reader), 10.0, f"{self.reader!r} to see the card removed")
+            except TimeoutError:
+                pass
+
+
 @dataclass
-class SoftEuiccProcess:
+class SoftEuiccProcess(_CardProcess):
     """``sgp32-hil virtual euicc`` as a child process, inserted in a vpcd reader."""
 
     state_dir: Path
@@ -154,23 +177,8 @@ class SoftEuiccProcess:
                 raise ServiceError(f"software eUICC exited with {proc.returncode}: {svc.log_tail()}")
         return svc
 
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        if self.reader in VPCD_READERS.values():
-            try:
-                wait_until(lambda: not card_present(self.reader), 10.0, f"{self.reader!r} to see the card removed")
-            except TimeoutError:
-                pass
-
-
 @dataclass
-class VirtualModemProcess:
+class VirtualModemProcess(_CardProcess):
     """``sgp32-hil virtual modem`` as a child process: the simulated module on a pty (``link``) hosting the
     software eUICC in process, the same card also in a vpcd reader (unless ``vpcd_port`` is None: then the
     card is reached through the modem only), and the JSON-lines control socket.
@@ -260,17 +268,3 @@ class VirtualModemProcess:
     def call(self, method: str, **params):
         with self.client() as c:
             return c.call(method, **params)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        if self.reader in VPCD_READERS.values():
-            try:
-                wait_until(lambda: not card_present(self.reader), 10.0, f"{self.reader!r} to see the card removed")
-            except TimeoutError:
-                pass
